@@ -1,0 +1,5 @@
+import sys
+
+from dsc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""The `dsc` command line: run and show (compile, tune and bench arrive with their issues).
+
+Bad input (unknown preset, malformed JSON, an invalid config, unsupported dtype or
+device) prints one line on stderr and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dsc.errors import DscError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        sys.stderr.write(f"dsc: error: {message} (see dsc --help)\n")
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from dsc.presets import DEFAULT_PRESET
+
+    p.add_argument("model", nargs="?", default=DEFAULT_PRESET,
+                   help=f"a preset name or a config.json path (default {DEFAULT_PRESET})")
+    p.add_argument("--layer", choices=("mla", "moe", "all"), default="all")
+    p.add_argument("--passes", default="default", help="default, none, or a comma-separated list of passes")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dsc import __version__
+    from dsc.runtime import BACKENDS
+
+    parser = _Parser(prog="dsc", description="Compile DeepSeek MLA and MoE layers.")
+    parser.add_argument("--version", action="version", version=f"dsc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="compile, execute on random weights, compare with the eager reference")
+    _add_model_args(run)
+    run.add_argument("--backend", choices=BACKENDS, default="reference")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--batch", type=int, default=2, help="batch rows (default 2)")
+    run.add_argument("--prompt-len", type=int, default=16, help="prefill tokens per row (default 16)")
+    run.add_argument("--tokens", type=int, default=32, help="MoE tokens (default 32)")
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+
+    show = sub.add_parser("show", help="print the IR before and after each pass, with its cost")
+    _add_model_args(show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from dsc.cli.run import run
+
+            return run(args)
+        from dsc.cli.show import show
+
+        return show(args)
+    except DscError as e:
+        sys.stderr.write(f"dsc: error: {e}\n")
+        return EXIT_BAD_INPUT
+
+
+def load_config(model: str):
+    """A preset name, or a path to a config.json (or a directory holding one)."""
+    import os
+
+    from dsc.config import Config
+    from dsc.presets import PRESET_NAMES
+
+    if model in PRESET_NAMES or model == "deepseek-r1" or not (os.path.exists(model) or model.endswith(".json")):
+        return Config.preset(model)
+    return Config.from_hf(model)

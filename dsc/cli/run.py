@@ -1,0 +1,208 @@
+"""`dsc run`: build a layer, run it on random weights, compare with the eager reference.
+
+The report gives the config, the relative error against dsc.eager (run in float32 as
+the truth), the KV-cache bytes per token against the MHA layout of the same model,
+the weight bytes, and the time per call. A layer whose weights would not fit in this
+machine's free memory is built and verified but not executed, and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+
+from dsc.cli import load_config
+from dsc.config import Config
+from dsc.eager import EagerMLA, eager_moe
+from dsc.errors import InputError
+from dsc.nn import MLA, MoE, random_checkpoint
+from dsc.nn.graph_module import resolve_device, resolve_dtype
+
+TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
+# Building a layer holds its checkpoint tensors, the module's copy and the float32
+# reference at once: about three times the weights, plus working memory.
+MEMORY_FACTOR = 3.0
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    if not torch.isfinite(out).all():
+        return float("nan")
+    return float((out - ref).norm() / ref.norm())
+
+
+def available_bytes(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+def describe(cfg: Config) -> str:
+    q = f"q_lora_rank {cfg.q_lora_rank}" if cfg.q_lora_rank else "no q-LoRA"
+    y = cfg.rope_scaling
+    rope = f"rope {cfg.qk_rope_head_dim} ({'YaRN x' + format(y.factor, 'g') if y else 'plain'}, " \
+           f"{'interleaved' if cfg.rope_interleave else 'half-split'})"
+    route = f"{cfg.scoring_func}/{cfg.topk_method}"
+    if cfg.topk_method != "greedy":
+        route += f" {cfg.topk_group} of {cfg.n_group} groups"
+    return (f"hidden {cfg.hidden_size}, {cfg.num_attention_heads} heads, {q}, kv_lora_rank {cfg.kv_lora_rank}, "
+            f"nope {cfg.qk_nope_head_dim} + {rope}, v {cfg.v_head_dim}\n"
+            f"  MoE: {cfg.n_routed_experts} routed experts (top-{cfg.num_experts_per_tok}, {route}, "
+            f"norm_topk_prob {str(cfg.norm_topk_prob).lower()}, scale {cfg.routed_scaling_factor:g}), "
+            f"{cfg.n_shared_experts} shared, intermediate {cfg.moe_intermediate_size}")
+
+
+def _timed(fn, repeats: int = 3) -> tuple[object, float]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+def _fits(module, device: torch.device) -> tuple[bool, str]:
+    need = module.weight_bytes * MEMORY_FACTOR
+    have = available_bytes(device)
+    if have is not None and need > have * 0.8:
+        return False, (f"not executed: its weights need about {human_bytes(need)} to run and check here, "
+                       f"this machine has {human_bytes(have)} free")
+    return True, ""
+
+
+def run_mla(cfg: Config, args, dtype, device) -> dict:
+    mla = MLA(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device)
+    item = torch.empty((), dtype=dtype).element_size()
+    mha = cfg.num_attention_heads * (cfg.qk_head_dim + cfg.v_head_dim)
+    rep = {
+        "graph_ops": sum(n.op not in ("input", "param") for n in mla.graph.nodes()),
+        "verified": True,
+        "weight_bytes": mla.weight_bytes,
+        "kv_cache_bytes_per_token": cfg.latent_dim * item,
+        "mha_kv_cache_bytes_per_token": mha * item,
+        "kv_cache_ratio_vs_mha": cfg.latent_dim / mha,
+    }
+    print(f"MLA  graph: {rep['graph_ops']} ops, verified; weights {human_bytes(rep['weight_bytes'])}")
+    print(f"  KV cache per token per layer: {rep['kv_cache_bytes_per_token']:,} B ({cfg.latent_dim} latent values) "
+          f"vs MHA {rep['mha_kv_cache_bytes_per_token']:,} B ({mha} values): {100 * rep['kv_cache_ratio_vs_mha']:.2f}%")
+    ok, why = _fits(mla, device)
+    rep["executed"] = ok
+    if not ok:
+        print("  " + why)
+        rep["not_executed_reason"] = why
+        return rep
+
+    B, T = args.batch, args.prompt_len
+    sd = random_checkpoint(cfg, "mla", dtype, args.seed, device)
+    mla.load_state_dict(sd)
+    eager = EagerMLA(cfg, {k: v.float() for k, v in sd.items()})
+    gen = torch.Generator(device="cpu").manual_seed(args.seed + 1)
+    x = torch.randn(B, T + 1, cfg.hidden_size, generator=gen).to(device)
+    pos = torch.arange(T + 1, device=device).repeat(B, 1)
+
+    cache = mla.new_cache(B, T + 1)
+    rows = eager.new_state(B)
+    ref_prefill = eager(x[:, :T], pos[:, :T], rows)
+    ref_decode = eager(x[:, T:], pos[:, T:], rows)
+
+    def prefill():
+        cache.reset()
+        return mla(x[:, :T].to(dtype), pos[:, :T], cache)
+
+    out_prefill, t_prefill = _timed(prefill)
+
+    def decode():
+        cache.truncate([T] * B)
+        return mla(x[:, T:].to(dtype), pos[:, T:], cache)
+
+    out_decode, t_decode = _timed(decode)
+    tol = TOLERANCE[dtype]
+    rep["prefill"] = {"batch": B, "tokens": T, "rel_err": rel_err(out_prefill, ref_prefill), "seconds": t_prefill}
+    rep["decode"] = {"batch": B, "context": T, "rel_err": rel_err(out_decode, ref_decode), "seconds": t_decode}
+    for phase in ("prefill", "decode"):
+        r = rep[phase]
+        r["ok"] = r["rel_err"] <= tol
+        shape = f"B={B} T={T}" if phase == "prefill" else f"B={B} T=1 after {T}"
+        print(f"  {phase:8s} {shape:16s} rel err {r['rel_err']:.2e} vs eager (tol {tol:g}) "
+              f"{'ok' if r['ok'] else 'MISMATCH'}   {r['seconds'] * 1e3:8.2f} ms")
+    return rep
+
+
+def run_moe(cfg: Config, args, dtype, device) -> dict:
+    moe = MoE(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device)
+    per_token = cfg.moe_intermediate_size * cfg.hidden_size * 3
+    rep = {
+        "graph_ops": sum(n.op not in ("input", "param") for n in moe.graph.nodes()),
+        "verified": True,
+        "weight_bytes": moe.weight_bytes,
+        "active_weight_bytes_per_token":
+            (cfg.num_experts_per_tok + cfg.n_shared_experts) * per_token * torch.empty((), dtype=dtype).element_size(),
+    }
+    print(f"MoE  graph: {rep['graph_ops']} ops, verified; weights {human_bytes(rep['weight_bytes'])} "
+          f"({human_bytes(rep['active_weight_bytes_per_token'])} active per token)")
+    ok, why = _fits(moe, device)
+    rep["executed"] = ok
+    if not ok:
+        print("  " + why)
+        rep["not_executed_reason"] = why
+        return rep
+    sd = random_checkpoint(cfg, "moe", dtype, args.seed, device)
+    moe.load_state_dict(sd)
+    gen = torch.Generator(device="cpu").manual_seed(args.seed + 2)
+    x = torch.randn(args.tokens, cfg.hidden_size, generator=gen).to(device)
+    ref = eager_moe(cfg, {k: v.float() for k, v in sd.items()}, x)
+    out, seconds = _timed(lambda: moe(x.to(dtype)))
+    tol = TOLERANCE[dtype]
+    rep["forward"] = {"tokens": args.tokens, "rel_err": rel_err(out, ref), "seconds": seconds}
+    rep["forward"]["ok"] = rep["forward"]["rel_err"] <= tol
+    r = rep["forward"]
+    print(f"  forward  N={args.tokens:<14d} rel err {r['rel_err']:.2e} vs eager (tol {tol:g}) "
+          f"{'ok' if r['ok'] else 'MISMATCH'}   {r['seconds'] * 1e3:8.2f} ms")
+    return rep
+
+
+def run(args) -> int:
+    cfg = load_config(args.model)
+    dtype, device = resolve_dtype(args.dtype), resolve_device(args.device)
+    for name in ("batch", "prompt_len", "tokens"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    torch.manual_seed(args.seed)
+    print(f"dsc run {cfg.name} ({cfg.model_type}): backend {args.backend}, passes {args.passes}, "
+          f"{str(dtype).removeprefix('torch.')}, {device}")
+    print("  " + describe(cfg))
+    report = {"model": cfg.name, "config": cfg.to_hf(), "backend": args.backend, "passes": args.passes,
+              "dtype": str(dtype), "device": str(device), "layers": {}}
+    if cfg.rope_scaling is not None:
+        report["config"]["rope_scaling"] = cfg.rope_scaling.to_dict()
+    layers = ("mla", "moe") if args.layer == "all" else (args.layer,)
+    for layer in layers:
+        report["layers"][layer] = (run_mla if layer == "mla" else run_moe)(cfg, args, dtype, device)
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2, default=str)
+    bad = [f"{layer} {phase}" for layer, rep in report["layers"].items() for phase, r in rep.items()
+           if isinstance(r, dict) and r.get("ok") is False]
+    if bad:
+        print(f"MISMATCH in {', '.join(bad)}")
+        return 1
+    return 0

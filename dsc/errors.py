@@ -1,0 +1,34 @@
+"""dsc's exception types.
+
+Every error dsc raises on bad input is a `DscError`, so a framework embedding dsc can
+catch one type; the subclasses say which stage refused the input. The CLI turns any
+`DscError` into one line on stderr and exit status 2.
+"""
+
+
+class DscError(Exception):
+    """Base of every error dsc raises for bad input or bad state."""
+
+
+class ConfigError(DscError, ValueError):
+    """A model config violates a rule (the message names the field and the rule)."""
+
+
+class IRError(DscError):
+    """A graph does not verify: a shape, dtype, operand or attribute is wrong."""
+
+
+class ParseError(IRError):
+    """IR text does not parse; the message names the line."""
+
+
+class InputError(DscError, ValueError):
+    """A module call got a tensor of the wrong shape, dtype or device."""
+
+
+class WeightError(DscError, ValueError):
+    """load_state_dict got missing, unexpected or mis-shaped weights."""
+
+
+class CacheError(DscError, RuntimeError):
+    """A latent cache cannot take the tokens asked of it (the cache is left unchanged)."""

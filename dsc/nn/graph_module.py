@@ -1,0 +1,152 @@
+"""What dsc.nn.MLA and dsc.nn.MoE share: build the graph, run the passes, hold the
+weights as nn.Parameters under checkpoint names, load them, execute on a backend."""
+
+from __future__ import annotations
+
+from typing import Mapping, NamedTuple
+
+import torch
+
+from dsc.config import Config
+from dsc.errors import ConfigError, InputError, WeightError
+from dsc.ir.graph import Graph
+from dsc.ir.types import dtype as ir_dtype, to_torch
+from dsc.passes import PassManager, resolve_pipeline
+from dsc.runtime import make_runner
+
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+class LoadResult(NamedTuple):
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def resolve_device(device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device: cannot parse {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {device!r} asked for, but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device: dsc runs on cpu or cuda, got {device!r}")
+    return dev
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
+    if dtype not in SUPPORTED_DTYPES:
+        raise ConfigError(f"dtype: dsc modules run in {', '.join(map(str, SUPPORTED_DTYPES))}, got {dtype}")
+    return dtype
+
+
+class GraphModule(torch.nn.Module):
+    def __init__(self, cfg: Config, graph_for: "callable", backend: str, passes, dtype, device):
+        super().__init__()
+        if not isinstance(cfg, Config):
+            raise ConfigError(f"cfg: expected a dsc.Config, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.dtype = resolve_dtype(dtype)
+        self.device = resolve_device(device)
+        self.backend = backend
+        self.pass_manager = PassManager(resolve_pipeline(passes))
+        self.graph: Graph = self.pass_manager.run(graph_for(cfg, ir_dtype(self.dtype)))
+        self._runner = make_runner(self.graph, backend)
+        # Weights live on the meta device until loaded: building a module for a model
+        # larger than this machine costs nothing, and running one unloaded is an error.
+        self._shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
+        for p in self.graph.params():
+            shape = tuple(int(d) for d in p.shape)
+            self._shapes[p.name] = (shape, to_torch(p.dtype))
+            self._install(p.name, torch.nn.Parameter(torch.empty(shape, dtype=to_torch(p.dtype), device="meta"),
+                                                     requires_grad=False))
+
+    # -- weights ---------------------------------------------------------------------------
+    def _install(self, name: str, value: torch.nn.Parameter) -> None:
+        owner = self
+        *path, leaf = name.split(".")
+        for part in path:
+            if not hasattr(owner, part):
+                owner.add_module(part, torch.nn.Module())
+            owner = getattr(owner, part)
+        owner.register_parameter(leaf, value)
+
+    def _param(self, name: str) -> torch.Tensor:
+        owner = self
+        for part in name.split("."):
+            owner = getattr(owner, part)
+        return owner
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {name: self._param(name) for name in self._shapes}
+
+    @property
+    def loaded(self) -> bool:
+        return all(not t.is_meta for t in self.weights().values())
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(torch.Size(s).numel() * torch.empty((), dtype=d).element_size() for s, d in self._shapes.values())
+
+    def _from_checkpoint(self, sd: Mapping[str, torch.Tensor]) -> tuple[dict, list[str], list[str], set[str]]:
+        """(params, missing, unexpected, accounted) from a checkpoint; see checkpoint.py."""
+        return dict(sd), [], [], set()
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
+        """Load one layer's weights under HF checkpoint names (see the class docstring).
+
+        strict (default): any missing, unexpected or mis-shaped weight raises WeightError
+        listing them by name, and nothing is loaded. Weights are cast to the module's
+        dtype (the noaux_tc correction bias stays float32) and moved to its device.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise WeightError(f"state_dict must be a mapping of name -> tensor, got {type(state_dict).__name__}")
+        params, missing, unexpected, accounted = self._from_checkpoint(state_dict)
+        for name, t in params.items():
+            if not isinstance(t, torch.Tensor):
+                raise WeightError(f"{name}: expected a tensor, got {type(t).__name__}")
+        missing += [n for n in self._shapes if n not in params and n not in accounted]
+        unexpected += [n for n in params if n not in self._shapes]
+        misshaped = [f"{n} {list(params[n].shape)} (expected {list(s)})" for n, (s, _) in self._shapes.items()
+                     if n in params and tuple(params[n].shape) != s]
+        if misshaped:
+            raise WeightError("mis-shaped weights: " + "; ".join(misshaped))
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append("missing: " + ", ".join(missing))
+            if unexpected:
+                parts.append("unexpected: " + ", ".join(unexpected))
+            raise WeightError(f"load_state_dict ({type(self).__name__}): " + "; ".join(parts))
+        for name, (shape, dt) in self._shapes.items():
+            if name in params:
+                value = params[name].detach().to(device=self.device, dtype=dt).contiguous()
+                self._install(name, torch.nn.Parameter(value, requires_grad=False))
+        return LoadResult(missing, unexpected)
+
+    # -- execution ---------------------------------------------------------------------------
+    def _check_activation(self, x, name: str, rank: int | None, width: int) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+        if rank is not None and x.dim() != rank:
+            raise InputError(f"{name}: expected rank {rank} [batch, tokens, hidden], got shape {list(x.shape)}")
+        if x.dim() < 1 or x.shape[-1] != width:
+            raise InputError(f"{name}: expected last dim hidden_size={width}, got shape {list(x.shape)}")
+        if x.dtype != self.dtype:
+            raise InputError(f"{name}: expected dtype {self.dtype} (the module's), got {x.dtype}")
+        if x.device.type != self.device.type:
+            raise InputError(f"{name}: expected a tensor on {self.device}, got one on {x.device}")
+
+    def _run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        weights = self.weights()
+        unloaded = [n for n, t in weights.items() if t.is_meta]
+        if unloaded:
+            raise WeightError(f"{type(self).__name__} has no weights for {', '.join(unloaded)}: "
+                              f"call load_state_dict first")
+        with torch.no_grad():
+            return self._runner(inputs, weights)
+
+    def extra_repr(self) -> str:
+        return f"{self.cfg.name}, backend={self.backend!r}, dtype={self.dtype}, device={self.device}"

@@ -1,0 +1,79 @@
+"""The paged latent cache an MLA module reads and appends to.
+
+One row of `pages` per token holds the compressed c_kv and the roped k_pe
+(kv_lora_rank + qk_rope_head_dim values): the whole per-token KV state of MLA.
+Each batch row owns the pages its `block_table` row lists; `seqlens[b]` counts the
+tokens it holds. Rows may hold different lengths (`truncate` rolls rows back, e.g.
+after rejected speculative tokens).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from dsc.errors import CacheError
+
+
+@dataclass
+class LatentCache:
+    pages: torch.Tensor  # [num_pages, page_size, latent_dim]
+    block_table: torch.Tensor  # [batch, pages_per_row] int32
+    seqlens: torch.Tensor  # [batch] int32
+    max_seq_len: int
+
+    @staticmethod
+    def allocate(batch_size: int, max_seq_len: int, page_size: int, latent_dim: int, dtype: torch.dtype,
+                 device: torch.device) -> "LatentCache":
+        for name, v in (("batch_size", batch_size), ("max_seq_len", max_seq_len)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise CacheError(f"{name} must be a positive int, got {v!r}")
+        per_row = math.ceil(max_seq_len / page_size)
+        pages = torch.zeros(batch_size * per_row, page_size, latent_dim, dtype=dtype, device=device)
+        table = torch.arange(batch_size * per_row, dtype=torch.int32, device=device).view(batch_size, per_row)
+        seqlens = torch.zeros(batch_size, dtype=torch.int32, device=device)
+        return LatentCache(pages, table, seqlens, max_seq_len)
+
+    @property
+    def batch_size(self) -> int:
+        return self.block_table.shape[0]
+
+    @property
+    def page_size(self) -> int:
+        return self.pages.shape[1]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.pages.shape[2]
+
+    @property
+    def bytes_per_token(self) -> int:
+        return self.latent_dim * self.pages.element_size()
+
+    def lengths(self) -> list[int]:
+        return [int(n) for n in self.seqlens.tolist()]
+
+    def check_room(self, new_tokens: int) -> None:
+        """Raise CacheError, changing nothing, if any row cannot take new_tokens more."""
+        full = [(b, n) for b, n in enumerate(self.lengths()) if n + new_tokens > self.max_seq_len]
+        if full:
+            rows = ", ".join(f"row {b} holds {n}" for b, n in full)
+            raise CacheError(f"cache full: appending {new_tokens} token(s) would pass max_seq_len "
+                             f"{self.max_seq_len} ({rows}); the cache is unchanged")
+
+    def advance(self, new_tokens: int) -> None:
+        self.seqlens += new_tokens
+
+    def truncate(self, lengths) -> None:
+        """Roll rows back to the given lengths (each no longer than it is now)."""
+        want = torch.as_tensor(lengths, dtype=torch.int32, device=self.seqlens.device).reshape(-1)
+        if want.shape[0] != self.batch_size:
+            raise CacheError(f"truncate: expected {self.batch_size} lengths, got {want.shape[0]}")
+        if bool((want < 0).any()) or bool((want > self.seqlens).any()):
+            raise CacheError(f"truncate: lengths {want.tolist()} must lie in 0..{self.lengths()} row by row")
+        self.seqlens.copy_(want)
+
+    def reset(self) -> None:
+        self.seqlens.zero_()

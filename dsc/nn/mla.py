@@ -1,0 +1,59 @@
+"""dsc.nn.MLA: Multi-head Latent Attention over a paged latent cache."""
+
+from __future__ import annotations
+
+import torch
+
+from dsc.builders.mla import PAGE_SIZE, build_mla
+from dsc.config import Config
+from dsc.errors import InputError
+from dsc.nn.graph_module import GraphModule
+from dsc.nn.latent_cache import LatentCache
+
+
+class MLA(GraphModule):
+    """One DeepSeek attention layer (`self_attn` of a checkpoint layer).
+
+    Weights (load_state_dict): q_a_proj, q_a_layernorm, q_b_proj (or q_proj when
+    q_lora_rank is null), kv_a_proj_with_mqa, kv_a_layernorm, kv_b_proj, o_proj, each
+    `.weight`.
+
+    `mla(x, positions, cache)` with x [B, T, hidden] and positions [B, T] int64 runs T
+    new tokens per row: they attend causally among themselves and to every token the
+    row already holds in `cache`, and their latents are appended. The same call serves
+    prefill (T > 1) and decode (T = 1).
+    """
+
+    def __init__(self, cfg: Config, backend: str = "reference", passes="default", dtype=torch.float32,
+                 device="cpu", page_size: int = PAGE_SIZE):
+        super().__init__(cfg, lambda c, dt: build_mla(c, dt, page_size), backend, passes, dtype, device)
+        self.page_size = page_size
+
+    def new_cache(self, batch_size: int, max_seq_len: int) -> LatentCache:
+        return LatentCache.allocate(batch_size, max_seq_len, self.page_size, self.cfg.latent_dim, self.dtype,
+                                    self.device)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LatentCache) -> torch.Tensor:
+        self._check_activation(x, "x", 3, self.cfg.hidden_size)
+        B, T = x.shape[0], x.shape[1]
+        if T == 0 or B == 0:
+            raise InputError(f"x: needs at least one row and one token, got shape {list(x.shape)}")
+        if not isinstance(positions, torch.Tensor) or positions.shape != (B, T) or positions.dtype != torch.int64:
+            got = f"{positions.dtype}{list(positions.shape)}" if isinstance(positions, torch.Tensor) else \
+                type(positions).__name__
+            raise InputError(f"positions: expected torch.int64 of shape [{B}, {T}], got {got}")
+        if not isinstance(cache, LatentCache):
+            raise InputError(f"cache: expected a LatentCache from new_cache(), got {type(cache).__name__}")
+        if cache.batch_size != B:
+            raise InputError(f"cache: holds {cache.batch_size} rows, x has {B}")
+        if (cache.latent_dim, cache.pages.dtype, cache.page_size) != (self.cfg.latent_dim, self.dtype,
+                                                                       self.page_size):
+            raise InputError(f"cache: built for rows of {cache.latent_dim} x {cache.pages.dtype} in pages of "
+                             f"{cache.page_size}; this module needs {self.cfg.latent_dim} x {self.dtype} "
+                             f"in pages of {self.page_size}")
+        cache.check_room(T)
+        out = self._run({"x": x, "positions": positions, "cache": cache.pages, "block_table": cache.block_table,
+                         "cache_seqlens": cache.seqlens})
+        cache.pages = out["cache"]
+        cache.advance(T)
+        return out["out"]

@@ -1,0 +1,37 @@
+"""dsc.nn.MoE: the DeepSeekMoE layer (router, routed experts, shared experts)."""
+
+from __future__ import annotations
+
+import torch
+
+from dsc.builders.moe import build_moe
+from dsc.config import Config
+from dsc.nn.checkpoint import moe_params_from_checkpoint
+from dsc.nn.graph_module import GraphModule
+
+
+class MoE(GraphModule):
+    """One DeepSeekMoE layer (`mlp` of a checkpoint's MoE layer).
+
+    Weights (load_state_dict): gate.weight, gate.e_score_correction_bias (noaux_tc),
+    routed experts as experts.{i}.gate_proj / up_proj / down_proj.weight (DeepSeek
+    checkpoints) or experts.gate_up_proj / experts.down_proj (transformers 5), and
+    shared_experts.gate_proj / up_proj / down_proj.weight. `state_dict()` gives the
+    stacked experts.gate_proj / up_proj / down_proj [E, ...], which loads back too.
+
+    `moe(x)` takes x [..., hidden] and returns the same shape.
+    """
+
+    def __init__(self, cfg: Config, backend: str = "reference", passes="default", dtype=torch.float32,
+                 device="cpu"):
+        super().__init__(cfg, build_moe, backend, passes, dtype, device)
+
+    def _from_checkpoint(self, sd):
+        return moe_params_from_checkpoint(self.cfg, sd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_activation(x, "x", None, self.cfg.hidden_size)
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[0] == 0:
+            return x.clone()
+        return self._run({"x": flat})["out"].reshape(x.shape)

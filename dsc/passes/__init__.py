@@ -1,0 +1,5 @@
+"""Graph -> graph optimisation passes and the manager that runs them."""
+
+from dsc.passes.manager import DEFAULT_PIPELINE, PASSES, PassManager, register_pass, resolve_pipeline
+
+__all__ = ["PassManager", "register_pass", "resolve_pipeline", "PASSES", "DEFAULT_PIPELINE"]

@@ -1,0 +1,22 @@
+"""Backend selection: a runner executes one graph on given inputs and params."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+
+from dsc.errors import ConfigError, DscError
+from dsc.ir.graph import Graph
+from dsc.ir.interpreter import interpret
+
+BACKENDS = ("reference", "triton", "tvm")
+Runner = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], dict]
+
+
+def make_runner(g: Graph, backend: str) -> Runner:
+    if backend == "reference":
+        return lambda inputs, params: interpret(g, inputs, params, check_shapes=False)
+    if backend in BACKENDS:
+        raise DscError(f"backend {backend!r} is not built yet: this version of dsc runs backend='reference' only")
+    raise ConfigError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

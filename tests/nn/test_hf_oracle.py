@@ -1,0 +1,149 @@
+"""Hugging Face transformers' DeepSeek-V2/V3 layers as the outside oracle.
+
+HF 5.23 hard-wires parts of the config that DeepSeek's own code reads (see
+shared/NOTES.md): V2 always scores with softmax, never renormalises, always rotates
+adjacent pairs and cannot run noaux_tc; V3 always routes sigmoid/noaux_tc and
+normalises even a single expert's weight; YaRN given only one of mscale /
+mscale_all_dim is scaled differently. The strategies below therefore draw only the
+settings where HF computes DeepSeek's function; the other settings are covered against
+dsc.eager in test_layers_vs_eager.py.
+"""
+
+import copy
+import logging
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dsc.config import Config, Yarn
+from dsc.nn import MLA, MoE, random_checkpoint
+from strategies import seeds
+from util import F32_TOL, assert_close
+
+transformers = pytest.importorskip("transformers")
+from transformers import DeepseekV2Config, DeepseekV3Config, DynamicCache  # noqa: E402
+from transformers.models.deepseek_v2 import modeling_deepseek_v2 as hf_v2  # noqa: E402
+from transformers.models.deepseek_v3 import modeling_deepseek_v3 as hf_v3  # noqa: E402
+
+logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+@st.composite
+def hf_configs(draw, version):
+    """Configs inside HF's valid region, YaRN included (both mscales given, as HF needs)."""
+    yarn = None
+    if draw(st.booleans()):
+        m = draw(st.sampled_from([0.707, 1.0]))
+        yarn = Yarn(factor=draw(st.sampled_from([4.0, 40.0])), original_max_position_embeddings=64,
+                    mscale=m, mscale_all_dim=draw(st.sampled_from([m, 0.5])))
+    n_group = draw(st.sampled_from([1, 2, 4]))
+    per_group = draw(st.integers(2, 4))
+    if version == 2:
+        method = draw(st.sampled_from(["greedy", "group_limited_greedy"]))
+        router = dict(scoring_func="softmax", topk_method=method, norm_topk_prob=False)
+        interleave = True
+    else:
+        method = "noaux_tc"
+        router = dict(scoring_func="sigmoid", topk_method=method, norm_topk_prob=draw(st.booleans()))
+        interleave = draw(st.booleans())
+    topk_group = draw(st.integers(1, n_group))
+    reachable = n_group * per_group if method == "greedy" else topk_group * per_group
+    top_k = draw(st.integers(2 if router["norm_topk_prob"] else 1, max(2, reachable)))
+    top_k = min(top_k, reachable)
+    if router["norm_topk_prob"] and top_k == 1:
+        router["norm_topk_prob"] = False
+    return Config(
+        model_type=f"deepseek_v{version}", hidden_size=draw(st.sampled_from([32, 64])),
+        num_attention_heads=draw(st.sampled_from([1, 2, 4])),  # HF V2 wants hidden % heads == 0
+        q_lora_rank=draw(st.sampled_from([None, 16])),
+        kv_lora_rank=draw(st.sampled_from([16, 32])), qk_nope_head_dim=draw(st.sampled_from([8, 16])),
+        qk_rope_head_dim=draw(st.sampled_from([4, 8])), v_head_dim=draw(st.sampled_from([8, 16])),
+        rope_scaling=yarn, rope_interleave=interleave, n_routed_experts=n_group * per_group,
+        n_shared_experts=draw(st.integers(1, 2)), num_experts_per_tok=top_k, moe_intermediate_size=16,
+        n_group=n_group, topk_group=topk_group, routed_scaling_factor=draw(st.sampled_from([1.0, 2.5])), **router)
+
+
+def hf_config(cfg: Config):
+    d = copy.deepcopy(cfg.to_hf())  # HF mutates rope dicts in place
+    d["num_key_value_heads"] = cfg.num_attention_heads
+    d["max_position_embeddings"] = 64 * int(cfg.rope_scaling.factor) if cfg.rope_scaling else 256
+    cls = DeepseekV2Config if cfg.model_type == "deepseek_v2" else DeepseekV3Config
+    hc = cls(**d)
+    hc._attn_implementation = "eager"
+    hc._experts_implementation = "eager"
+    return hc
+
+
+def hf_modules(cfg: Config):
+    mod = hf_v2 if cfg.model_type == "deepseek_v2" else hf_v3
+    hc = hf_config(cfg)
+    attn = (mod.DeepseekV2Attention if mod is hf_v2 else mod.DeepseekV3Attention)(hc, 0).eval()
+    moe = (mod.DeepseekV2Moe if mod is hf_v2 else mod.DeepseekV3MoE)(hc).eval()
+    rotary = (mod.DeepseekV2RotaryEmbedding if mod is hf_v2 else mod.DeepseekV3RotaryEmbedding)(hc)
+    return hc, attn, moe, rotary
+
+
+def causal_mask(t: int, past: int) -> torch.Tensor:
+    return torch.full((t, past + t), float("-inf")).triu(past + 1)[None, None]
+
+
+def to_hf5_experts(cfg: Config, sd: dict) -> dict:
+    E = cfg.n_routed_experts
+    out = {k: v for k, v in sd.items() if not k.startswith("experts.")}
+    out["experts.gate_up_proj"] = torch.stack(
+        [torch.cat([sd[f"experts.{i}.gate_proj.weight"], sd[f"experts.{i}.up_proj.weight"]]) for i in range(E)])
+    out["experts.down_proj"] = torch.stack([sd[f"experts.{i}.down_proj.weight"] for i in range(E)])
+    return out
+
+
+@pytest.mark.parametrize("version", [2, 3])
+@given(data=st.data(), seed=seeds)
+def test_mla_prefill_and_decode_match_hf(version, data, seed):
+    cfg = data.draw(hf_configs(version))
+    batch, prefill = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 8))
+    _, attn, _, rotary = hf_modules(cfg)
+    sd = random_checkpoint(cfg, "mla", seed=seed)
+    attn.load_state_dict(sd, strict=True)
+    mla = MLA(cfg)
+    mla.load_state_dict(sd)
+    cache, hf_cache = mla.new_cache(batch, prefill + 2), DynamicCache()
+    gen = torch.Generator().manual_seed(seed)
+    past = 0
+    for t in (prefill, 1, 1):
+        x = torch.randn(batch, t, cfg.hidden_size, generator=gen)
+        pos = torch.arange(past, past + t).repeat(batch, 1)
+        ref, _ = attn(hidden_states=x, position_embeddings=rotary(x, pos), attention_mask=causal_mask(t, past),
+                      past_key_values=hf_cache)
+        assert_close(mla(x, pos, cache), ref, F32_TOL, f"MLA vs HF (t={t}, past={past})")
+        past += t
+
+
+@pytest.mark.parametrize("version", [2, 3])
+@given(data=st.data(), seed=seeds)
+def test_moe_matches_hf(version, data, seed):
+    cfg = data.draw(hf_configs(version))
+    _, _, hf_moe, _ = hf_modules(cfg)
+    sd = random_checkpoint(cfg, "moe", seed=seed)
+    hf_sd = to_hf5_experts(cfg, sd)
+    hf_moe.load_state_dict(hf_sd, strict=True)
+    moe = MoE(cfg)
+    moe.load_state_dict(hf_sd)
+    x = torch.randn(2, data.draw(st.integers(1, 12)), cfg.hidden_size, generator=torch.Generator().manual_seed(seed))
+    assert_close(moe(x), hf_moe(x), F32_TOL, "MoE vs HF")
+
+
+def test_presets_with_q_lora_null_and_yarn_match_hf():
+    """The tiny V2-Lite preset: no q-LoRA, YaRN, softmax/greedy, two shared experts."""
+    cfg = Config.preset("tiny-v2-lite")
+    assert cfg.q_lora_rank is None and cfg.rope_scaling is not None
+    _, attn, hf_moe, rotary = hf_modules(cfg)
+    sd = random_checkpoint(cfg, "mla", seed=11)
+    attn.load_state_dict(sd)
+    mla = MLA(cfg)
+    mla.load_state_dict(sd)
+    x = torch.randn(2, 9, cfg.hidden_size)
+    pos = torch.arange(9).repeat(2, 1)
+    ref, _ = attn(hidden_states=x, position_embeddings=rotary(x, pos), attention_mask=causal_mask(9, 0))
+    assert_close(mla(x, pos, mla.new_cache(2, 9)), ref, F32_TOL)

@@ -1,0 +1,157 @@
+"""The framework-facing contract: weight loading in every layout, clear errors on bad
+input, and a cache that is left as it was when a call is refused."""
+
+import pytest
+import torch
+
+import dsc
+from dsc import CacheError, Config, ConfigError, InputError, WeightError
+from dsc.nn import MLA, MoE, random_checkpoint
+from util import F32_TOL, assert_close
+
+CFG = Config.preset("tiny-v3")
+
+
+@pytest.fixture
+def mla():
+    m = dsc.nn.MLA(CFG)
+    m.load_state_dict(random_checkpoint(CFG, "mla", seed=3))
+    return m
+
+
+def test_weights_are_parameters_under_checkpoint_names(mla):
+    names = set(mla.state_dict())
+    assert names == set(random_checkpoint(CFG, "mla"))
+    assert all(not p.requires_grad for p in mla.parameters())
+
+
+def test_unloaded_module_refuses_to_run():
+    m = MLA(CFG)
+    assert not m.loaded
+    with pytest.raises(WeightError, match="call load_state_dict first"):
+        m(torch.randn(1, 1, CFG.hidden_size), torch.zeros(1, 1, dtype=torch.int64), m.new_cache(1, 4))
+
+
+def test_load_state_dict_lists_missing_and_unexpected_by_name():
+    sd = random_checkpoint(CFG, "mla")
+    sd.pop("kv_b_proj.weight")
+    sd.pop("o_proj.weight")
+    sd["q_proj.weight"] = torch.zeros(1)
+    with pytest.raises(WeightError, match=r"missing: kv_b_proj.weight, o_proj.weight; unexpected: q_proj.weight"):
+        MLA(CFG).load_state_dict(sd)
+    result = MLA(CFG).load_state_dict(sd, strict=False)
+    assert result.missing_keys == ["kv_b_proj.weight", "o_proj.weight"] and result.unexpected_keys == ["q_proj.weight"]
+
+
+def test_load_state_dict_names_mis_shaped_weights():
+    sd = random_checkpoint(CFG, "mla")
+    sd["o_proj.weight"] = sd["o_proj.weight"][:, :-1]
+    with pytest.raises(WeightError, match=r"o_proj.weight \[64, 63\] \(expected \[64, 64\]\)"):
+        MLA(CFG).load_state_dict(sd)
+
+
+def test_moe_loads_every_expert_layout_to_the_same_function():
+    sd = random_checkpoint(CFG, "moe", seed=4)
+    E = CFG.n_routed_experts
+    hf5 = {k: v for k, v in sd.items() if not k.startswith("experts.")}
+    hf5["experts.gate_up_proj"] = torch.stack(
+        [torch.cat([sd[f"experts.{i}.gate_proj.weight"], sd[f"experts.{i}.up_proj.weight"]]) for i in range(E)])
+    hf5["experts.down_proj"] = torch.stack([sd[f"experts.{i}.down_proj.weight"] for i in range(E)])
+    x = torch.randn(7, CFG.hidden_size)
+    a, b, c = MoE(CFG), MoE(CFG), MoE(CFG)
+    a.load_state_dict(sd)
+    b.load_state_dict(hf5)
+    c.load_state_dict(a.state_dict())  # dsc's own stacked layout loads back
+    assert torch.equal(a(x), b(x)) and torch.equal(a(x), c(x))
+
+
+def test_moe_names_a_missing_expert():
+    sd = random_checkpoint(CFG, "moe")
+    sd.pop("experts.5.up_proj.weight")
+    sd["experts.99.up_proj.weight"] = torch.zeros(1)
+    with pytest.raises(WeightError, match=r"missing: experts.5.up_proj.weight; unexpected: experts.99.up_proj.weight"):
+        MoE(CFG).load_state_dict(sd)
+
+
+def test_moe_refuses_two_layouts_at_once():
+    sd = random_checkpoint(CFG, "moe")
+    sd["experts.gate_up_proj"] = torch.zeros(CFG.n_routed_experts, 2 * CFG.moe_intermediate_size, CFG.hidden_size)
+    with pytest.raises(WeightError, match="more than one layout"):
+        MoE(CFG).load_state_dict(sd)
+
+
+def test_moe_keeps_the_input_shape():
+    moe = MoE(CFG)
+    moe.load_state_dict(random_checkpoint(CFG, "moe"))
+    x = torch.randn(2, 3, 5, CFG.hidden_size)
+    flat = moe(x.reshape(-1, CFG.hidden_size))
+    assert_close(moe(x).reshape(-1, CFG.hidden_size), flat, F32_TOL)
+
+
+@pytest.mark.parametrize("x,pos,message", [
+    (torch.randn(1, 2, 32), None, r"x: expected last dim hidden_size=64, got shape \[1, 2, 32\]"),
+    (torch.randn(2, 64), None, r"x: expected rank 3 \[batch, tokens, hidden\], got shape \[2, 64\]"),
+    (torch.randn(1, 2, 64, dtype=torch.float64), None, "x: expected dtype torch.float32 .*, got torch.float64"),
+    (torch.randn(1, 2, 64), torch.zeros(1, 2, dtype=torch.int32), r"positions: expected torch.int64 of shape \[1, 2\]"),
+    (torch.randn(1, 2, 64), torch.zeros(1, 3, dtype=torch.int64), "positions: expected"),
+    (torch.randn(1, 0, 64), torch.zeros(1, 0, dtype=torch.int64), "needs at least one row and one token"),
+])
+def test_bad_calls_name_expected_and_got(mla, x, pos, message):
+    pos = torch.zeros(x.shape[0], x.shape[1], dtype=torch.int64) if pos is None and x.dim() == 3 else pos
+    with pytest.raises(InputError, match=message):
+        mla(x, pos if pos is not None else torch.zeros(1, 1, dtype=torch.int64), mla.new_cache(1, 8))
+
+
+def test_cache_of_another_shape_is_refused(mla):
+    x, pos = torch.randn(2, 1, 64), torch.zeros(2, 1, dtype=torch.int64)
+    with pytest.raises(InputError, match="cache: holds 1 rows, x has 2"):
+        mla(x, pos, mla.new_cache(1, 8))
+    other = MLA(Config.preset("tiny-v2-lite").replace(kv_lora_rank=16))
+    with pytest.raises(InputError, match="cache: built for rows of 24"):
+        mla(x, pos, other.new_cache(2, 8))
+
+
+def test_appending_past_capacity_raises_and_leaves_the_cache_as_it_was(mla):
+    cache = mla.new_cache(2, 5)
+    x = torch.randn(2, 4, 64)
+    mla(x, torch.arange(4).repeat(2, 1), cache)
+    pages, lens = cache.pages.clone(), cache.seqlens.clone()
+    with pytest.raises(CacheError, match=r"cache full: appending 2 token\(s\) would pass max_seq_len 5 .*row 0 holds 4"):
+        mla(torch.randn(2, 2, 64), torch.arange(4, 6).repeat(2, 1), cache)
+    assert torch.equal(cache.pages, pages) and torch.equal(cache.seqlens, lens)
+    mla(torch.randn(2, 1, 64), torch.full((2, 1), 4), cache)  # exactly to capacity is fine
+    assert cache.lengths() == [5, 5]
+
+
+def test_truncate_refuses_to_grow_a_row(mla):
+    cache = mla.new_cache(2, 8)
+    mla(torch.randn(2, 3, 64), torch.arange(3).repeat(2, 1), cache)
+    with pytest.raises(CacheError, match="must lie in"):
+        cache.truncate([4, 1])
+    cache.truncate([1, 3])
+    assert cache.lengths() == [1, 3]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(dtype=torch.float64), "dtype: dsc modules run in"),
+    (dict(dtype=torch.int8), "dtype: dsc modules run in"),
+    (dict(device="tpu"), "device: "),
+    (dict(backend="cuda-graphs"), "backend: unknown backend 'cuda-graphs'"),
+    (dict(passes="absorb,bogus"), "passes: unknown pass 'absorb'"),
+])
+def test_bad_module_arguments(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        MLA(CFG, **kwargs)
+
+
+def test_cuda_device_without_cuda_is_refused():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        MoE(CFG, device="cuda")
+
+
+def test_modules_for_huge_models_build_without_memory():
+    m = MoE(Config.preset("deepseek-v3"))  # 42 GiB of float32 weights, on the meta device
+    assert m.weight_bytes == 256 * 3 * 7168 * 2048 * 4 + 256 * 7168 * 4 + 256 * 4 + 3 * 7168 * 2048 * 4
+    assert not m.loaded

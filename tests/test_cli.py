@@ -1,0 +1,104 @@
+"""The command line: the main job works, and bad input is one line on stderr, exit 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def dsc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dsc", *args], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="2"))
+
+
+def test_run_default_preset_reports_everything(tmp_path):
+    out = tmp_path / "report.json"
+    r = dsc("run", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    for needle in ("dsc run tiny-v3", "rel err", "vs eager", "KV cache per token per layer", "vs MHA", "weights",
+                   " ms"):
+        assert needle in text, f"{needle!r} missing from:\n{text}"
+    report = json.loads(out.read_text())
+    mla, moe = report["layers"]["mla"], report["layers"]["moe"]
+    assert mla["executed"] and moe["executed"]
+    assert 0 <= mla["prefill"]["rel_err"] < 1e-5 and 0 <= mla["decode"]["rel_err"] < 1e-5
+    assert 0 <= moe["forward"]["rel_err"] < 1e-5
+    assert mla["kv_cache_bytes_per_token"] == 40 * 4 and mla["mha_kv_cache_bytes_per_token"] == 4 * 40 * 4
+
+
+def test_run_deepseek_v3_executes_mla_and_reports_moe_too_large(tmp_path):
+    out = tmp_path / "v3.json"
+    r = dsc("run", "deepseek-v3", "--batch", "1", "--prompt-len", "4", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    mla, moe = report["layers"]["mla"], report["layers"]["moe"]
+    assert mla["executed"] and mla["decode"]["rel_err"] < 1e-5
+    assert mla["kv_cache_bytes_per_token"] == 576 * 4 and mla["mha_kv_cache_bytes_per_token"] == 128 * 320 * 4
+    assert moe["verified"] and not moe["executed"]  # 42 GiB of float32 experts: built, not run
+    assert "not executed" in r.stdout
+
+
+def test_run_a_config_json(tmp_path):
+    from dsc import Config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(Config.preset("tiny-v2").to_hf()))
+    r = dsc("run", str(path), "--layer", "moe", "--dtype", "bfloat16")
+    assert r.returncode == 0, r.stderr
+    assert "MoE" in r.stdout and "MLA" not in r.stdout
+
+
+def test_show_prints_the_graphs_and_their_cost():
+    r = dsc("show", "tiny-v2-lite", "--layer", "mla")
+    assert r.returncode == 0, r.stderr
+    assert "graph mla(" in r.stdout and "attention(" in r.stdout and "# cost: flops" in r.stdout
+    # the printed graph is valid IR text
+    from dsc.ir import parse_graph
+
+    body = r.stdout.split("# mla of tiny-v2-lite: the naive graph\n")[1].split("\n# ")[0]
+    assert parse_graph(body).name == "mla"
+
+
+@pytest.mark.parametrize("args,message", [
+    (("run", "deepseek-v9"), "unknown preset 'deepseek-v9'"),
+    (("run", "missing.json"), "config file not found"),
+    (("run", "--dtype", "float64"), "argument --dtype: invalid choice"),
+    (("run", "--device", "cuda:0"), "CUDA is not available"),
+    (("run", "--layer", "ffn"), "argument --layer: invalid choice"),
+    (("run", "--batch", "0"), "--batch must be at least 1"),
+    (("run", "--passes", "magic"), "passes: unknown pass 'magic'"),
+    (("run", "--backend", "triton"), "backend 'triton' is not built yet"),
+    (("show", "deepseek-v9"), "unknown preset"),
+    (("frobnicate",), "invalid choice"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    r = dsc(*args)
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_malformed_and_invalid_config_files(tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text('{"hidden_size": ')
+    r = dsc("run", str(bad))
+    assert r.returncode == 2 and "not valid JSON" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    from dsc import Config
+
+    d = Config.preset("tiny-v3").to_hf()
+    d["qk_rope_head_dim"] = 7
+    bad.write_text(json.dumps(d))
+    r = dsc("show", str(bad))
+    assert r.returncode == 2 and "qk_rope_head_dim: must be even" in r.stderr
+
+
+def test_console_script_is_installed():
+    import shutil
+
+    exe = shutil.which("dsc") or str(__import__("pathlib").Path(sys.executable).with_name("dsc"))
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("dsc ")
