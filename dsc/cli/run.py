@@ -79,35 +79,39 @@ def _timed(fn, repeats: int = 3) -> tuple[object, float]:
     return out, best
 
 
-def _fits(module, device: torch.device) -> tuple[bool, str]:
+def _layer_report(module, device: torch.device, **facts) -> dict:
+    """What every layer reports before running, and whether it fits in memory to run."""
+    rep = {"graph_ops": sum(n.op not in ("input", "param") for n in module.graph.nodes()), "verified": True,
+           "weight_bytes": module.weight_bytes, **facts}
     need = module.weight_bytes * MEMORY_FACTOR
     have = available_bytes(device)
-    if have is not None and need > have * 0.8:
-        return False, (f"not executed: its weights need about {human_bytes(need)} to run and check here, "
-                       f"this machine has {human_bytes(have)} free")
-    return True, ""
+    rep["executed"] = have is None or need <= have * 0.8
+    if not rep["executed"]:
+        rep["not_executed_reason"] = (f"not executed: its weights need about {human_bytes(need)} to run and "
+                                      f"check here, this machine has {human_bytes(have)} free")
+    return rep
+
+
+def _record(rep: dict, phase: str, shape: str, out: torch.Tensor, ref: torch.Tensor, seconds: float,
+            dtype: torch.dtype, **facts) -> None:
+    tol = TOLERANCE[dtype]
+    r = rep[phase] = {**facts, "rel_err": rel_err(out, ref), "seconds": seconds}
+    r["ok"] = r["rel_err"] <= tol
+    print(f"  {phase:8s} {shape:16s} rel err {r['rel_err']:.2e} vs eager (tol {tol:g}) "
+          f"{'ok' if r['ok'] else 'MISMATCH'}   {seconds * 1e3:8.2f} ms")
 
 
 def run_mla(cfg: Config, args, dtype, device) -> dict:
     mla = MLA(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device)
     item = torch.empty((), dtype=dtype).element_size()
     mha = cfg.num_attention_heads * (cfg.qk_head_dim + cfg.v_head_dim)
-    rep = {
-        "graph_ops": sum(n.op not in ("input", "param") for n in mla.graph.nodes()),
-        "verified": True,
-        "weight_bytes": mla.weight_bytes,
-        "kv_cache_bytes_per_token": cfg.latent_dim * item,
-        "mha_kv_cache_bytes_per_token": mha * item,
-        "kv_cache_ratio_vs_mha": cfg.latent_dim / mha,
-    }
+    rep = _layer_report(mla, device, kv_cache_bytes_per_token=cfg.latent_dim * item,
+                        mha_kv_cache_bytes_per_token=mha * item, kv_cache_ratio_vs_mha=cfg.latent_dim / mha)
     print(f"MLA  graph: {rep['graph_ops']} ops, verified; weights {human_bytes(rep['weight_bytes'])}")
     print(f"  KV cache per token per layer: {rep['kv_cache_bytes_per_token']:,} B ({cfg.latent_dim} latent values) "
           f"vs MHA {rep['mha_kv_cache_bytes_per_token']:,} B ({mha} values): {100 * rep['kv_cache_ratio_vs_mha']:.2f}%")
-    ok, why = _fits(mla, device)
-    rep["executed"] = ok
-    if not ok:
-        print("  " + why)
-        rep["not_executed_reason"] = why
+    if not rep["executed"]:
+        print("  " + rep["not_executed_reason"])
         return rep
 
     B, T = args.batch, args.prompt_len
@@ -115,7 +119,8 @@ def run_mla(cfg: Config, args, dtype, device) -> dict:
     mla.load_state_dict(sd)
     eager = EagerMLA(cfg, {k: v.float() for k, v in sd.items()})
     gen = torch.Generator(device="cpu").manual_seed(args.seed + 1)
-    x = torch.randn(B, T + 1, cfg.hidden_size, generator=gen).to(device)
+    # the reference sees the same (dtype-rounded) input, so the error is the layer's own
+    x = torch.randn(B, T + 1, cfg.hidden_size, generator=gen).to(device=device, dtype=dtype).float()
     pos = torch.arange(T + 1, device=device).repeat(B, 1)
 
     cache = mla.new_cache(B, T + 1)
@@ -134,48 +139,28 @@ def run_mla(cfg: Config, args, dtype, device) -> dict:
         return mla(x[:, T:].to(dtype), pos[:, T:], cache)
 
     out_decode, t_decode = _timed(decode)
-    tol = TOLERANCE[dtype]
-    rep["prefill"] = {"batch": B, "tokens": T, "rel_err": rel_err(out_prefill, ref_prefill), "seconds": t_prefill}
-    rep["decode"] = {"batch": B, "context": T, "rel_err": rel_err(out_decode, ref_decode), "seconds": t_decode}
-    for phase in ("prefill", "decode"):
-        r = rep[phase]
-        r["ok"] = r["rel_err"] <= tol
-        shape = f"B={B} T={T}" if phase == "prefill" else f"B={B} T=1 after {T}"
-        print(f"  {phase:8s} {shape:16s} rel err {r['rel_err']:.2e} vs eager (tol {tol:g}) "
-              f"{'ok' if r['ok'] else 'MISMATCH'}   {r['seconds'] * 1e3:8.2f} ms")
+    _record(rep, "prefill", f"B={B} T={T}", out_prefill, ref_prefill, t_prefill, dtype, batch=B, tokens=T)
+    _record(rep, "decode", f"B={B} T=1 after {T}", out_decode, ref_decode, t_decode, dtype, batch=B, context=T)
     return rep
 
 
 def run_moe(cfg: Config, args, dtype, device) -> dict:
     moe = MoE(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device)
-    per_token = cfg.moe_intermediate_size * cfg.hidden_size * 3
-    rep = {
-        "graph_ops": sum(n.op not in ("input", "param") for n in moe.graph.nodes()),
-        "verified": True,
-        "weight_bytes": moe.weight_bytes,
-        "active_weight_bytes_per_token":
-            (cfg.num_experts_per_tok + cfg.n_shared_experts) * per_token * torch.empty((), dtype=dtype).element_size(),
-    }
+    per_token = cfg.moe_intermediate_size * cfg.hidden_size * 3 * torch.empty((), dtype=dtype).element_size()
+    rep = _layer_report(moe, device,
+                        active_weight_bytes_per_token=(cfg.num_experts_per_tok + cfg.n_shared_experts) * per_token)
     print(f"MoE  graph: {rep['graph_ops']} ops, verified; weights {human_bytes(rep['weight_bytes'])} "
           f"({human_bytes(rep['active_weight_bytes_per_token'])} active per token)")
-    ok, why = _fits(moe, device)
-    rep["executed"] = ok
-    if not ok:
-        print("  " + why)
-        rep["not_executed_reason"] = why
+    if not rep["executed"]:
+        print("  " + rep["not_executed_reason"])
         return rep
     sd = random_checkpoint(cfg, "moe", dtype, args.seed, device)
     moe.load_state_dict(sd)
     gen = torch.Generator(device="cpu").manual_seed(args.seed + 2)
-    x = torch.randn(args.tokens, cfg.hidden_size, generator=gen).to(device)
+    x = torch.randn(args.tokens, cfg.hidden_size, generator=gen).to(device=device, dtype=dtype).float()
     ref = eager_moe(cfg, {k: v.float() for k, v in sd.items()}, x)
     out, seconds = _timed(lambda: moe(x.to(dtype)))
-    tol = TOLERANCE[dtype]
-    rep["forward"] = {"tokens": args.tokens, "rel_err": rel_err(out, ref), "seconds": seconds}
-    rep["forward"]["ok"] = rep["forward"]["rel_err"] <= tol
-    r = rep["forward"]
-    print(f"  forward  N={args.tokens:<14d} rel err {r['rel_err']:.2e} vs eager (tol {tol:g}) "
-          f"{'ok' if r['ok'] else 'MISMATCH'}   {r['seconds'] * 1e3:8.2f} ms")
+    _record(rep, "forward", f"N={args.tokens}", out, ref, seconds, dtype, tokens=args.tokens)
     return rep
 
 
