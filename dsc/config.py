@@ -163,8 +163,6 @@ def _from_mapping(raw: dict, name: str) -> Config:
     kv_heads = raw.get("num_key_value_heads")
     if kv_heads is not None and heads is not None and kv_heads != heads:
         raise ConfigError(f"num_key_value_heads: MLA needs it equal to num_attention_heads ({heads}), got {kv_heads}")
-    if "moe_intermediate_size" not in raw and "n_routed_experts" in raw:
-        raise ConfigError("moe_intermediate_size: required for a MoE layer")
 
     kwargs = {k: raw[k] for k in _LAYER_FIELDS if k in raw}
     params = raw.get("rope_parameters")  # transformers 5 folds theta and scaling in here
@@ -221,7 +219,7 @@ def _is_real(v: Any) -> bool:
 def _validate(c: Config) -> None:
     def need(ok: bool, fld: str, rule: str) -> None:
         if not ok:
-            raise ConfigError(f"{fld}: {rule}, got {getattr(c, fld, None)!r}" if "." not in fld else f"{fld}: {rule}")
+            raise ConfigError(f"{fld}: {rule}, got {getattr(c, fld)!r}")
 
     for fld in ("hidden_size", "num_attention_heads", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim",
                 "v_head_dim", "n_routed_experts", "num_experts_per_tok", "moe_intermediate_size", "n_group",

@@ -14,7 +14,6 @@ import math
 from typing import Any
 
 from dsc.ir.graph import Graph
-from dsc.ir.node import Node
 
 
 def format_value(v: Any) -> str:

@@ -3,14 +3,14 @@ weights as nn.Parameters under checkpoint names, load them, execute on a backend
 
 from __future__ import annotations
 
-from typing import Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 import torch
 
 from dsc.config import Config
 from dsc.errors import ConfigError, InputError, WeightError
 from dsc.ir.graph import Graph
-from dsc.ir.types import dtype as ir_dtype, to_torch
+from dsc.ir.types import DType, dtype as ir_dtype, to_torch
 from dsc.passes import PassManager, resolve_pipeline
 from dsc.runtime import make_runner
 
@@ -43,7 +43,8 @@ def resolve_dtype(dtype) -> torch.dtype:
 
 
 class GraphModule(torch.nn.Module):
-    def __init__(self, cfg: Config, graph_for: "callable", backend: str, passes, dtype, device):
+    def __init__(self, cfg: Config, graph_for: Callable[[Config, DType], Graph], backend: str, passes, dtype,
+                 device):
         super().__init__()
         if not isinstance(cfg, Config):
             raise ConfigError(f"cfg: expected a dsc.Config, got {type(cfg).__name__}")
@@ -120,7 +121,7 @@ class GraphModule(torch.nn.Module):
             if unexpected:
                 parts.append("unexpected: " + ", ".join(unexpected))
             raise WeightError(f"load_state_dict ({type(self).__name__}): " + "; ".join(parts))
-        for name, (shape, dt) in self._shapes.items():
+        for name, (_, dt) in self._shapes.items():
             if name in params:
                 value = params[name].detach().to(device=self.device, dtype=dt).contiguous()
                 self._install(name, torch.nn.Parameter(value, requires_grad=False))

@@ -38,19 +38,20 @@ class MLA(GraphModule):
         B, T = x.shape[0], x.shape[1]
         if T == 0 or B == 0:
             raise InputError(f"x: needs at least one row and one token, got shape {list(x.shape)}")
-        if not isinstance(positions, torch.Tensor) or positions.shape != (B, T) or positions.dtype != torch.int64:
-            got = f"{positions.dtype}{list(positions.shape)}" if isinstance(positions, torch.Tensor) else \
-                type(positions).__name__
-            raise InputError(f"positions: expected torch.int64 of shape [{B}, {T}], got {got}")
+        if not isinstance(positions, torch.Tensor) or positions.shape != (B, T) or positions.dtype != torch.int64 \
+                or positions.device.type != self.device.type:
+            got = f"{positions.dtype}{list(positions.shape)} on {positions.device}" \
+                if isinstance(positions, torch.Tensor) else type(positions).__name__
+            raise InputError(f"positions: expected torch.int64 of shape [{B}, {T}] on {self.device}, got {got}")
         if not isinstance(cache, LatentCache):
             raise InputError(f"cache: expected a LatentCache from new_cache(), got {type(cache).__name__}")
         if cache.batch_size != B:
             raise InputError(f"cache: holds {cache.batch_size} rows, x has {B}")
-        if (cache.latent_dim, cache.pages.dtype, cache.page_size) != (self.cfg.latent_dim, self.dtype,
-                                                                       self.page_size):
+        if (cache.latent_dim, cache.pages.dtype, cache.page_size, cache.pages.device.type) != \
+                (self.cfg.latent_dim, self.dtype, self.page_size, self.device.type):
             raise InputError(f"cache: built for rows of {cache.latent_dim} x {cache.pages.dtype} in pages of "
-                             f"{cache.page_size}; this module needs {self.cfg.latent_dim} x {self.dtype} "
-                             f"in pages of {self.page_size}")
+                             f"{cache.page_size} on {cache.pages.device}; this module needs "
+                             f"{self.cfg.latent_dim} x {self.dtype} in pages of {self.page_size} on {self.device}")
         cache.check_room(T)
         out = self._run({"x": x, "positions": positions, "cache": cache.pages, "block_table": cache.block_table,
                          "cache_seqlens": cache.seqlens})

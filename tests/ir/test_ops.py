@@ -52,14 +52,16 @@ def test_attention_matches_a_loop_over_tokens(seed, b, t, past, h, kv_heads):
 
 def brute_select(scores, bias, method, top_k, n_group, topk_group):
     chosen = []
-    for row, srow in enumerate(scores):
+    for srow in scores:
         choice = srow + (bias if bias is not None else 0)
         allowed = list(range(len(choice)))
         if method != "greedy":
             per = len(choice) // n_group
             groups = [choice[i * per:(i + 1) * per] for i in range(n_group)]
-            gscore = [float(gr.max()) if method == "group_limited_greedy" else float(gr.sort(descending=True).values[:2].sum())
-                      for gr in groups]
+            if method == "group_limited_greedy":
+                gscore = [float(gr.max()) for gr in groups]
+            else:
+                gscore = [float(gr.sort(descending=True).values[:2].sum()) for gr in groups]
             keep = sorted(range(n_group), key=lambda i: -gscore[i])[:topk_group]
             allowed = [e for e in allowed if e // per in keep]
         chosen.append(set(sorted(allowed, key=lambda e: -float(choice[e]))[:top_k]))
@@ -136,7 +138,8 @@ def test_moe_experts_matches_a_dense_loop():
     x = torch.randn(n, H, generator=g)
     ids = torch.stack([torch.randperm(E, generator=g)[:k] for _ in range(n)])
     w = torch.rand(n, k, generator=g)
-    gate, up, down = torch.randn(E, I, H, generator=g), torch.randn(E, I, H, generator=g), torch.randn(E, H, I, generator=g)
+    gate, up = torch.randn(E, I, H, generator=g), torch.randn(E, I, H, generator=g)
+    down = torch.randn(E, H, I, generator=g)
     node = op("moe_experts", inp("x", [N, H], "f32"), inp("ids", [N, k], "i64"), inp("w", [N, k], "f32"),
               param("g", [E, I, H], "f32"), param("u", [E, I, H], "f32"), param("d", [E, H, I], "f32"))
     out = run1(node, x=x, ids=ids, w=w, g=gate, u=up, d=down)

@@ -116,7 +116,8 @@ def test_appending_past_capacity_raises_and_leaves_the_cache_as_it_was(mla):
     x = torch.randn(2, 4, 64)
     mla(x, torch.arange(4).repeat(2, 1), cache)
     pages, lens = cache.pages.clone(), cache.seqlens.clone()
-    with pytest.raises(CacheError, match=r"cache full: appending 2 token\(s\) would pass max_seq_len 5 .*row 0 holds 4"):
+    full = r"cache full: appending 2 token\(s\) would pass max_seq_len 5 .*row 0 holds 4"
+    with pytest.raises(CacheError, match=full):
         mla(torch.randn(2, 2, 64), torch.arange(4, 6).repeat(2, 1), cache)
     assert torch.equal(cache.pages, pages) and torch.equal(cache.seqlens, lens)
     mla(torch.randn(2, 1, 64), torch.full((2, 1), 4), cache)  # exactly to capacity is fine

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from dsc.ir.opdef import Attr, OpDef, register
 from dsc.ir.ops.checks import dim_match, float_dtype, norm_axis, same_dtype
-from dsc.ir.types import TensorType, dims_equal, to_torch
+from dsc.ir.types import dims_equal, to_torch
 
 
 @register

@@ -1,0 +1,73 @@
+"""Run `dsc run` on every preset and keep the reports, with the device they ran on.
+
+    python benchmarks/presets.py [--device cpu] [--dtype float32] [PRESET ...]
+
+Writes benchmarks/results/<device>/dsc-run-<dtype>.json: per preset, the relative
+errors against the eager reference, the times, KV-cache bytes per token against MHA,
+and weight bytes (layers too large for the machine are reported as not executed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> int:
+    from dsc.presets import PRESET_NAMES
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("presets", nargs="*", default=list(PRESET_NAMES))
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    args = p.parse_args()
+
+    name = device_name(args.device)
+    results = {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+               "date": datetime.date.today().isoformat(), "dtype": args.dtype, "presets": {}}
+    for preset in args.presets:
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "report.json")
+            r = subprocess.run([sys.executable, "-m", "dsc", "run", preset, "--device", args.device, "--dtype",
+                                args.dtype, "--json", out], capture_output=True, text=True)
+            sys.stdout.write(r.stdout)
+            if r.returncode not in (0, 1):
+                sys.stderr.write(r.stderr)
+                return r.returncode
+            with open(out) as f:
+                results["presets"][preset] = json.load(f)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    path = os.path.join(HERE, "results", slug, f"dsc-run-{args.dtype}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2, default=str)
+    print(f"wrote {os.path.relpath(path)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
