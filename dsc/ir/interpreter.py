@@ -12,12 +12,13 @@ from dsc.errors import InputError, IRError
 from dsc.ir.graph import Graph
 from dsc.ir.node import Node
 from dsc.ir.opdef import get_op
+from dsc.ir.ops.control import Dispatch
 from dsc.ir.types import to_torch
 
 
-def bind_symbols(leaves: list[Node], tensors: Mapping[str, torch.Tensor]) -> dict:
+def bind_symbols(leaves: list[Node], tensors: Mapping[str, torch.Tensor], env: dict | None = None) -> dict:
     """Symbol -> int from the actual shapes of the leaves; raises InputError on a mismatch."""
-    env: dict = {}
+    env = {} if env is None else env
     deferred = []
     for n in leaves:
         if n.name not in tensors:
@@ -53,14 +54,31 @@ def concrete(d, env: dict) -> int:
     return d if isinstance(d, int) else int(sympy.sympify(d).subs(env))
 
 
+def evaluate_folds(g: Graph, params: Mapping[str, torch.Tensor], check_shapes: bool = True) -> dict:
+    """The folded params of g, computed from its checkpoint params (once per weight load)."""
+    if not g.folds:
+        return {}
+    folds = Graph(f"{g.name}.folds", [], g.folds)
+    return interpret(folds, {}, params, check_shapes)
+
+
 def interpret(g: Graph, inputs: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
               check_shapes: bool = True) -> dict[str, torch.Tensor]:
-    """Evaluate g. Values are freed after their last use, so peak memory stays near
-    what the graph really needs."""
-    order = g.nodes()
-    leaves = [n for n in order if n.op in ("input", "param")]
+    """Evaluate g's outputs. Folded params missing from `params` are computed first; at a
+    dispatch only the chosen branch runs; values are freed after their last use."""
+    if any(name not in params for name in g.folded_names()):
+        params = {**params, **evaluate_folds(g, params, check_shapes)}
     tensors = {**params, **inputs}
-    env = bind_symbols(leaves, tensors)
+    env = bind_symbols(list(g.inputs), tensors)
+
+    def choose(n: Node) -> int:
+        try:
+            return Dispatch.choose(n.attrs, env)
+        except KeyError:
+            raise IRError(f"dispatch on {n.attrs['symbol']}, which no input binds") from None
+
+    order = g.live_nodes(choose)
+    bind_symbols([n for n in order if n.op == "param"], tensors, env)
 
     last_use: dict[int, int] = {}
     for i, n in enumerate(order):
@@ -73,10 +91,13 @@ def interpret(g: Graph, inputs: Mapping[str, torch.Tensor], params: Mapping[str,
         if n.op in ("input", "param"):
             values[id(n)] = tensors[n.name]
             continue
-        opdef = get_op(n.op)
-        attrs = {k: (tuple(concrete(d, env) for d in v) if opdef.attributes[k].kind == "dims" else v)
-                 for k, v in n.attrs.items()}
-        out = opdef.reference([values[id(s)] for s in n.srcs], attrs)
+        if n.op == "dispatch":
+            out = values[id(n.srcs[choose(n)])]
+        else:
+            opdef = get_op(n.op)
+            attrs = {k: (tuple(concrete(d, env) for d in v) if opdef.attributes[k].kind == "dims" else v)
+                     for k, v in n.attrs.items()}
+            out = opdef.reference([values[id(s)] for s in n.srcs], attrs)
         if check_shapes:
             want = [concrete(d, env) for d in n.shape]
             if list(out.shape) != want or out.dtype != to_torch(n.dtype):

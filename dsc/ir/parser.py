@@ -22,6 +22,7 @@ _TYPED = re.compile(r"^(.*?)\s+:\s+(\w+)\[(.*)\]$")
 _ASSIGN = re.compile(r"^%([\w.]+)\s*=\s*(.*)$")
 _CALL = re.compile(r"^(\w+)\(([^)]*)\)\s*(?:\{(.*)\})?$")
 _RETURN = re.compile(r"^return\s+(.*)$")
+_FOLD = re.compile(r"^fold\s+([\w.]+)\s*=\s*%([\w.]+)$")
 
 
 def _value(node: ast.AST) -> Any:
@@ -87,11 +88,21 @@ def parse_graph(text: str) -> Graph:
         raise fail(lineno, f"bad input declaration: {e}") from None
 
     outputs = None
+    folds: dict[str, Node] = {}
     for lineno, ln in lines[1:]:
         if outputs is not None:
             if ln != "}":
                 raise fail(lineno, f"unexpected text after return: {ln!r}")
-            return Graph(name, inputs, outputs)
+            try:
+                return Graph(name, inputs, outputs, folds)
+            except IRError as e:
+                raise fail(lineno, str(e)) from None
+        f = _FOLD.match(ln)
+        if f:
+            if f.group(2) not in env or f.group(1) in folds:
+                raise fail(lineno, f"bad fold {ln!r}: %{f.group(2)} undefined or {f.group(1)} folded twice")
+            folds[f.group(1)] = env[f.group(2)]
+            continue
         r = _RETURN.match(ln)
         if r:
             outputs = {}

@@ -6,6 +6,9 @@
       ...
       return out=%9
     }
+
+Folds (params computed from other params at load time) print as `fold NAME=%ref`
+lines before the return.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ def print_graph(g: Graph) -> str:
         attrs = ", ".join(f"{k}={format_value(v)}" for k, v in sorted(n.attrs.items()))
         attrs = f" {{{attrs}}}" if attrs else ""
         lines.append(f"  {names[id(n)]} = {n.op}({args}){attrs} : {n.type}")
+    for k, v in g.folds:
+        lines.append(f"  fold {k}={names[id(v)]}")
     outs = ", ".join(f"{k}={names[id(v)]}" for k, v in g.outputs)
     lines.append(f"  return {outs}")
     lines.append("}")

@@ -12,9 +12,9 @@ def verify(g: Graph) -> Graph:
     """Raise IRError naming the first problem; return the graph when it is well formed.
 
     Checks: every node's type is what its op infers; inputs are declared once and every
-    input reached is declared; leaf names are unique; outputs are named once; and a
-    cache consumed by paged_append is read by nothing else (so it may be updated in
-    place).
+    input reached is declared; leaf names are unique; outputs are named once; folds
+    compute existing params from checkpoint params only; and a cache consumed by
+    paged_append is read by nothing else (so it may be updated in place).
     """
     names: dict[str, Node] = {}
     declared = set()
@@ -42,6 +42,7 @@ def verify(g: Graph) -> Graph:
         for s in n.srcs:
             users.setdefault(id(s), []).append(n)
 
+    verify_folds(g, names)
     outputs = {id(v) for _, v in g.outputs}
     for n in g.nodes():
         if n.op == "paged_append":
@@ -51,3 +52,25 @@ def verify(g: Graph) -> Graph:
                 raise IRError(f"graph {g.name}: the cache consumed by paged_append is also read by "
                               f"{', '.join(u.op for u in others) or 'an output'}")
     return g
+
+
+def verify_folds(g: Graph, leaves: dict) -> None:
+    """Each fold computes an existing param leaf of its type from checkpoint params only."""
+    from dsc.ir.node import toposort
+
+    folded = g.folded_names()
+    if len(folded) != len(g.folds):
+        raise IRError(f"graph {g.name}: a param is folded twice")
+    for name, expr in g.folds:
+        target = leaves.get(name)
+        if target is None or target.op != "param":
+            raise IRError(f"graph {g.name}: fold {name} computes no param of the graph")
+        if target.type != expr.type:
+            raise IRError(f"graph {g.name}: fold {name} computes {expr.type}, the param is {target.type}")
+        if expr.op in ("input", "param"):
+            raise IRError(f"graph {g.name}: fold {name} only renames %{expr.name}")
+        for n in toposort([expr]):
+            if n.op == "input":
+                raise IRError(f"graph {g.name}: fold {name} reads the runtime input %{n.name}")
+            if n.op == "param" and n.name in folded:
+                raise IRError(f"graph {g.name}: fold {name} reads the folded param %{n.name}")

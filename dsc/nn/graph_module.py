@@ -58,7 +58,8 @@ class GraphModule(torch.nn.Module):
         # Weights live on the meta device until loaded: building a module for a model
         # larger than this machine costs nothing, and running one unloaded is an error.
         self._shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-        for p in self.graph.params():
+        self._folded: dict[str, torch.Tensor] = {}  # params the graph derives at load time
+        for p in self.graph.checkpoint_params():
             shape = tuple(int(d) for d in p.shape)
             self._shapes[p.name] = (shape, to_torch(p.dtype))
             self._install(p.name, torch.nn.Parameter(torch.empty(shape, dtype=to_torch(p.dtype), device="meta"),
@@ -81,14 +82,23 @@ class GraphModule(torch.nn.Module):
         return owner
 
     def weights(self) -> dict[str, torch.Tensor]:
-        return {name: self._param(name) for name in self._shapes}
+        """Checkpoint weights and the folded params computed from them."""
+        return {**{name: self._param(name) for name in self._shapes}, **self._folded}
 
     @property
     def loaded(self) -> bool:
-        return all(not t.is_meta for t in self.weights().values())
+        return all(not self._param(name).is_meta for name in self._shapes)
 
     @property
     def weight_bytes(self) -> int:
+        """Bytes of the weights a call reads (checkpoint weights the passes folded away
+        are not counted; the folded ones are)."""
+        from dsc.ir.cost import weight_bytes
+
+        return weight_bytes(self.graph)
+
+    @property
+    def checkpoint_bytes(self) -> int:
         return sum(torch.Size(s).numel() * torch.empty((), dtype=d).element_size() for s, d in self._shapes.values())
 
     def _from_checkpoint(self, sd: Mapping[str, torch.Tensor]) -> tuple[dict, list[str], list[str], set[str]]:
@@ -125,6 +135,13 @@ class GraphModule(torch.nn.Module):
             if name in params:
                 value = params[name].detach().to(device=self.device, dtype=dt).contiguous()
                 self._install(name, torch.nn.Parameter(value, requires_grad=False))
+        self._folded = {}
+        if self.loaded and self.graph.folds:
+            from dsc.ir.interpreter import evaluate_folds
+
+            with torch.no_grad():
+                base = {name: self._param(name) for name in self._shapes}
+                self._folded = {k: v.contiguous() for k, v in evaluate_folds(self.graph, base).items()}
         return LoadResult(missing, unexpected)
 
     # -- execution ---------------------------------------------------------------------------
@@ -142,7 +159,7 @@ class GraphModule(torch.nn.Module):
 
     def _run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         weights = self.weights()
-        unloaded = [n for n, t in weights.items() if t.is_meta]
+        unloaded = [n for n in self._shapes if weights[n].is_meta]
         if unloaded:
             raise WeightError(f"{type(self).__name__} has no weights for {', '.join(unloaded)}: "
                               f"call load_state_dict first")
