@@ -27,6 +27,10 @@ def test_run_default_preset_reports_everything(tmp_path):
     assert 0 <= mla["prefill"]["rel_err"] < 1e-5 and 0 <= mla["decode"]["rel_err"] < 1e-5
     assert 0 <= moe["forward"]["rel_err"] < 1e-5
     assert mla["kv_cache_bytes_per_token"] == 40 * 4 and mla["mha_kv_cache_bytes_per_token"] == 4 * 40 * 4
+    table = mla["passes"]
+    assert [row["after"] for row in table][:2] == ["naive", "absorb"]
+    assert table[1]["decode_flops"] < table[0]["decode_flops"]  # absorption pays at decode
+    assert all(row["kv_cache_bytes_per_token"] == 160 for row in table)
 
 
 def test_run_deepseek_v3_executes_mla_and_reports_moe_too_large(tmp_path):
@@ -48,18 +52,28 @@ def test_run_a_config_json(tmp_path):
     path.write_text(json.dumps(Config.preset("tiny-v2").to_hf()))
     r = dsc("run", str(path), "--layer", "moe", "--dtype", "bfloat16")
     assert r.returncode == 0, r.stderr
-    assert "MoE" in r.stdout and "MLA" not in r.stdout
+    assert "MoE  graph" in r.stdout and "MLA  graph" not in r.stdout
 
 
 def test_show_prints_the_graphs_and_their_cost():
     r = dsc("show", "tiny-v2-lite", "--layer", "mla")
     assert r.returncode == 0, r.stderr
-    assert "graph mla(" in r.stdout and "attention(" in r.stdout and "# cost: flops" in r.stdout
+    assert "graph mla(" in r.stdout and "attention(" in r.stdout and "# cost per call: flops" in r.stdout
+    assert "# after absorb" in r.stdout and "dispatch(" in r.stdout
     # the printed graph is valid IR text
     from dsc.ir import parse_graph
 
     body = r.stdout.split("# mla of tiny-v2-lite: the naive graph\n")[1].split("\n# ")[0]
     assert parse_graph(body).name == "mla"
+
+
+def test_show_cost_prints_both_forms_and_the_crossover():
+    r = dsc("show", "deepseek-v3", "--layer", "mla", "--cost", "--dtype", "bfloat16")
+    assert r.returncode == 0, r.stderr
+    assert "naive    flops = " in r.stdout and "absorbed flops = " in r.stdout
+    assert "absorbed for T <= " in r.stdout and "S" in r.stdout.split("naive    flops = ")[1].split("\n")[0]
+    r = dsc("show", "tiny-v3", "--layer", "mla", "--cost", "--passes", "none")
+    assert "no absorb dispatch" in r.stdout
 
 
 @pytest.mark.parametrize("args,message", [

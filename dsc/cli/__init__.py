@@ -28,6 +28,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", choices=("mla", "moe", "all"), default="all")
     p.add_argument("--passes", default="default", help="default, none, or a comma-separated list of passes")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--target", default="sm90", choices=("sm90", "sm80", "cpu"),
+                   help="machine the cost-model decisions assume (default sm90: H100/H800)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("show", help="print the IR before and after each pass, with its cost")
     _add_model_args(show)
+    show.add_argument("--cost", action="store_true",
+                      help="also print absorb's FLOP and byte formulas in T and S and the crossover it chose")
     return parser
 
 

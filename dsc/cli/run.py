@@ -17,6 +17,7 @@ import torch
 from dsc.cli import load_config
 from dsc.config import Config
 from dsc.eager import EagerMLA, eager_moe
+from dsc.ir.cost import cache_bytes_per_token, cost_at, weight_bytes
 from dsc.errors import InputError
 from dsc.nn import MLA, MoE, random_checkpoint
 from dsc.nn.graph_module import resolve_device, resolve_dtype
@@ -79,10 +80,52 @@ def _timed(fn, repeats: int = 3) -> tuple[object, float]:
     return out, best
 
 
-def _layer_report(module, device: torch.device, **facts) -> dict:
+REPORT_CONTEXT = 4096  # decode step at S = 4096, prefill of T = 4096
+
+
+def pass_table(module, layer: str) -> list[dict]:
+    """Per pass of the module's pipeline (and the naive graph first): weight bytes,
+    KV-cache bytes per token, and the cost model's FLOPs and bytes for one decode step
+    at S = 4096 and one prefill of T = 4096 (one row)."""
+    records = module.pass_manager.records
+    graphs = [("naive", records[0].before if records else module.graph)] + [(r.name, r.after) for r in records]
+    page = module.page_size if layer == "mla" else 1
+    decode = {"B": 1, "T": 1, "P": REPORT_CONTEXT // page, "N": 1}
+    prefill = {"B": 1, "T": REPORT_CONTEXT, "P": REPORT_CONTEXT // page, "N": REPORT_CONTEXT}
+    rows = []
+    for name, g in graphs:
+        df, db = cost_at(g, decode)
+        pf, pb = cost_at(g, prefill)
+        rows.append({"after": name, "weight_bytes": weight_bytes(g), "kv_cache_bytes_per_token": cache_bytes_per_token(g),
+                     "decode_flops": df, "decode_bytes": db, "prefill_flops": pf, "prefill_bytes": pb})
+    return rows
+
+
+def print_pass_table(rows: list[dict]) -> None:
+    print(f"  {'after':14s} {'weights':>11s} {'KV B/token':>10s} {'decode S=4096':>22s} {'prefill T=4096':>22s}")
+    for r in rows:
+        kv = f"{r['kv_cache_bytes_per_token']:,}" if r["kv_cache_bytes_per_token"] else "-"
+        print(f"  {r['after']:14s} {human_bytes(r['weight_bytes']):>11s} {kv:>10s} "
+              f"{r['decode_flops'] / 1e9:9.3f} GF {human_bytes(r['decode_bytes']):>9s} "
+              f"{r['prefill_flops'] / 1e12:9.3f} TF {human_bytes(r['prefill_bytes']):>9s}")
+
+
+def _announce(rep: dict) -> bool:
+    """Print the per-pass table and log; say whether the layer will run."""
+    if len(rep["passes"]) > 1:
+        print_pass_table(rep["passes"])
+    for line in rep["pass_log"]:
+        print(f"  pass log: {line}")
+    if not rep["executed"]:
+        print("  " + rep["not_executed_reason"])
+    return rep["executed"]
+
+
+def _layer_report(module, device: torch.device, layer: str, **facts) -> dict:
     """What every layer reports before running, and whether it fits in memory to run."""
     rep = {"graph_ops": sum(n.op not in ("input", "param") for n in module.graph.nodes()), "verified": True,
-           "weight_bytes": module.weight_bytes, **facts}
+           "weight_bytes": module.weight_bytes, "checkpoint_bytes": module.checkpoint_bytes, **facts,
+           "passes": pass_table(module, layer), "pass_log": list(module.pass_manager.ctx.log)}
     need = module.weight_bytes * MEMORY_FACTOR
     have = available_bytes(device)
     rep["executed"] = have is None or need <= have * 0.8
@@ -105,13 +148,12 @@ def run_mla(cfg: Config, args, dtype, device) -> dict:
     mla = MLA(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device)
     item = torch.empty((), dtype=dtype).element_size()
     mha = cfg.num_attention_heads * (cfg.qk_head_dim + cfg.v_head_dim)
-    rep = _layer_report(mla, device, kv_cache_bytes_per_token=cfg.latent_dim * item,
+    rep = _layer_report(mla, device, "mla", kv_cache_bytes_per_token=cfg.latent_dim * item,
                         mha_kv_cache_bytes_per_token=mha * item, kv_cache_ratio_vs_mha=cfg.latent_dim / mha)
     print(f"MLA  graph: {rep['graph_ops']} ops, verified; weights {human_bytes(rep['weight_bytes'])}")
     print(f"  KV cache per token per layer: {rep['kv_cache_bytes_per_token']:,} B ({cfg.latent_dim} latent values) "
           f"vs MHA {rep['mha_kv_cache_bytes_per_token']:,} B ({mha} values): {100 * rep['kv_cache_ratio_vs_mha']:.2f}%")
-    if not rep["executed"]:
-        print("  " + rep["not_executed_reason"])
+    if not _announce(rep):
         return rep
 
     B, T = args.batch, args.prompt_len
@@ -147,12 +189,11 @@ def run_mla(cfg: Config, args, dtype, device) -> dict:
 def run_moe(cfg: Config, args, dtype, device) -> dict:
     moe = MoE(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device)
     per_token = cfg.moe_intermediate_size * cfg.hidden_size * 3 * torch.empty((), dtype=dtype).element_size()
-    rep = _layer_report(moe, device,
+    rep = _layer_report(moe, device, "moe",
                         active_weight_bytes_per_token=(cfg.num_experts_per_tok + cfg.n_shared_experts) * per_token)
     print(f"MoE  graph: {rep['graph_ops']} ops, verified; weights {human_bytes(rep['weight_bytes'])} "
           f"({human_bytes(rep['active_weight_bytes_per_token'])} active per token)")
-    if not rep["executed"]:
-        print("  " + rep["not_executed_reason"])
+    if not _announce(rep):
         return rep
     sd = random_checkpoint(cfg, "moe", dtype, args.seed, device)
     moe.load_state_dict(sd)

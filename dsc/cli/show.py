@@ -1,12 +1,16 @@
-"""`dsc show`: the IR before and after each pass, and its symbolic cost."""
+"""`dsc show`: the IR before and after each pass, its symbolic cost, and (--cost) the
+trade-off absorb decided on."""
 
 from __future__ import annotations
+
+import sympy
 
 from dsc.builders import build_mla, build_moe
 from dsc.cli import load_config
 from dsc.ir.cost import graph_cost
-from dsc.ir.types import dtype as ir_dtype
-from dsc.passes import PassManager, resolve_pipeline
+from dsc.ir.types import dtype as ir_dtype, sym
+from dsc.passes import PassContext, PassManager, resolve_pipeline
+from dsc.passes.absorb import naive_and_absorbed, tradeoff
 
 
 def show(args) -> int:
@@ -16,16 +20,37 @@ def show(args) -> int:
     for layer in layers:
         build = build_mla if layer == "mla" else build_moe
         graph = build(cfg, ir_dtype(args.dtype))
-        pm = PassManager(pipeline)
+        pm = PassManager(pipeline, PassContext(target=args.target))
         final = pm.run(graph)
         print(f"# {layer} of {cfg.name}: the naive graph")
         print(graph)
         for rec in pm.records:
-            print(f"# after {rec.name} ({rec.seconds * 1e3:.1f} ms)")
-            print(rec.after)
+            print(f"# after {rec.name} ({rec.seconds * 1e3:.1f} ms){'' if rec.changed else ': unchanged'}")
+            if rec.changed:
+                print(rec.after)
+        for line in pm.ctx.log:
+            print(f"# log: {line}")
         if not pm.records:
-            print(f"# passes {args.passes!r}: no pass in the pipeline, the graph above runs as is\n")
+            print(f"# passes {args.passes!r}: no pass in the pipeline, the graph above runs as is")
         cost = graph_cost(final)
-        print(f"# cost: flops = {cost.flops}")
-        print(f"#       bytes = {cost.bytes}\n")
+        print(f"# cost per call: flops = {cost.flops}")
+        print(f"#                bytes = {cost.bytes}\n")
+        if args.cost and layer == "mla":
+            print_absorb_tradeoff(final, args.target)
     return 0
+
+
+def print_absorb_tradeoff(g, target: str) -> None:
+    forms = naive_and_absorbed(g)
+    if forms is None:
+        print("# --cost: no absorb dispatch in this graph (run the absorb pass to see its trade-off)\n")
+        return
+    t = tradeoff(*forms, target)
+    simplify = {sym("B"): 1}
+    print(f"# absorb trade-off for one row (B = 1), T new tokens, S cached tokens incl. the new ones "
+          f"(page-rounded):")
+    for label, f, b in (("naive   ", t.naive_flops, t.naive_bytes), ("absorbed", t.absorbed_flops, t.absorbed_bytes)):
+        print(f"#   {label} flops = {sympy.factor_terms(sympy.expand(f.subs(simplify)))}")
+        print(f"#            bytes = {sympy.factor_terms(sympy.expand(b.subs(simplify)))}")
+    print(f"#   crossover on the {t.machine} roofline, appending T tokens to {t.context} cached: "
+          f"absorbed for T <= {t.crossover}, naive above\n")

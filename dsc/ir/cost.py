@@ -48,6 +48,21 @@ def graph_cost(g: Graph) -> Cost:
     return Cost(sympy.Piecewise(*flops), sympy.Piecewise(*nbytes))
 
 
+def cost_at(g: Graph, sizes: dict[str, int]) -> tuple[float, float]:
+    """(FLOPs, bytes) of one call with the named symbolic dims set, e.g. {"B": 1, "T": 1, "P": 64}."""
+    c = graph_cost(g)
+    subs = {sym(k): v for k, v in sizes.items()}
+    return float(c.flops.subs(subs)), float(c.bytes.subs(subs))
+
+
+def cache_bytes_per_token(g: Graph) -> int | None:
+    """Bytes one token occupies in the graph's paged cache input, if it has one."""
+    for n in g.inputs:
+        if n.name == "cache":
+            return int(n.shape[-1]) * n.dtype.itemsize
+    return None
+
+
 def weight_bytes(g: Graph) -> int:
     """Bytes of the params one call reads: checkpoint and folded params alike."""
     live = {id(n) for n in g.live_nodes(lambda n: 0)} | {id(n) for n in g.live_nodes(lambda n: 1)}
