@@ -96,7 +96,8 @@ def pass_table(module, layer: str) -> list[dict]:
     for name, g in graphs:
         df, db = cost_at(g, decode)
         pf, pb = cost_at(g, prefill)
-        rows.append({"after": name, "weight_bytes": weight_bytes(g), "kv_cache_bytes_per_token": cache_bytes_per_token(g),
+        rows.append({"after": name, "weight_bytes": weight_bytes(g),
+                     "kv_cache_bytes_per_token": cache_bytes_per_token(g),
                      "decode_flops": df, "decode_bytes": db, "prefill_flops": pf, "prefill_bytes": pb})
     return rows
 

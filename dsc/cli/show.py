@@ -47,8 +47,8 @@ def print_absorb_tradeoff(g, target: str) -> None:
         return
     t = tradeoff(*forms, target)
     simplify = {sym("B"): 1}
-    print(f"# absorb trade-off for one row (B = 1), T new tokens, S cached tokens incl. the new ones "
-          f"(page-rounded):")
+    print("# absorb trade-off for one row (B = 1), T new tokens, S cached tokens incl. the new ones "
+          "(page-rounded):")
     for label, f, b in (("naive   ", t.naive_flops, t.naive_bytes), ("absorbed", t.absorbed_flops, t.absorbed_bytes)):
         print(f"#   {label} flops = {sympy.factor_terms(sympy.expand(f.subs(simplify)))}")
         print(f"#            bytes = {sympy.factor_terms(sympy.expand(b.subs(simplify)))}")
