@@ -12,32 +12,39 @@ import hashlib
 
 from dsc.builders.ops import param
 from dsc.ir.graph import Graph
-from dsc.ir.node import Node
+from dsc.ir.node import Node, toposort
 from dsc.passes.manager import PassContext, register_pass
 from dsc.passes.rewrite import substitute
 
 COMMUTATIVE = ("add", "mul")
 
 
-def structural_keys(g: Graph) -> dict[int, str]:
+class StructuralKeys:
     """A content hash per node, independent of object identity and graph order."""
-    keys: dict[int, str] = {}
-    for n in g.nodes():
-        text = f"{n.op}|{sorted(n.attrs.items())!r}|{n.type}|" + ",".join(keys[id(s)] for s in n.srcs)
-        keys[id(n)] = hashlib.sha1(text.encode()).hexdigest()
-    return keys
+
+    def __init__(self):
+        self.keys: dict[int, str] = {}
+        self.alive: list[Node] = []  # keeps keyed nodes alive, so ids are not reused
+
+    def __getitem__(self, node: Node) -> str:
+        for n in toposort([node]):
+            if id(n) not in self.keys:
+                text = f"{n.op}|{sorted(n.attrs.items())!r}|{n.type}|" + ",".join(self.keys[id(s)] for s in n.srcs)
+                self.keys[id(n)] = hashlib.sha1(text.encode()).hexdigest()
+                self.alive.append(n)
+        return self.keys[id(node)]
 
 
 @register_pass("cse")
 def cse(g: Graph, ctx: PassContext) -> Graph:
     """Merge common subexpressions (commutative operands, duplicate folds)."""
-    keys = structural_keys(g)
+    keys = StructuralKeys()
 
-    def canonical(orig: Node, n: Node) -> Node | None:
+    def canonical(_: Node, n: Node) -> Node | None:
         if n.op not in COMMUTATIVE:
             return None
-        order = sorted(range(len(orig.srcs)), key=lambda i: keys[id(orig.srcs[i])])
-        if order == list(range(len(orig.srcs))):
+        order = sorted(range(len(n.srcs)), key=lambda i: keys[n.srcs[i]])
+        if order == list(range(len(n.srcs))):
             return None
         return Node.make(n.op, [n.srcs[i] for i in order], **n.attrs)
 

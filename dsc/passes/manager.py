@@ -59,6 +59,7 @@ def register_pass(name: str, after: Sequence[str] = ()) -> Callable[[PassFn], Pa
 def _load_passes() -> None:
     import dsc.passes.absorb  # noqa: F401
     import dsc.passes.cse  # noqa: F401
+    import dsc.passes.fuse_experts  # noqa: F401
     import dsc.passes.dce  # noqa: F401
     import dsc.passes.fold  # noqa: F401
 

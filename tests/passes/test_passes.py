@@ -17,7 +17,8 @@ from graph_inputs import checkpoint_params, mla_inputs, moe_inputs, run
 from strategies import configs, seeds
 from util import F32_TOL, assert_close
 
-EXACT_PASSES = ["absorb", "fold", "cse", "dce"]  # passes that keep float32 results (fp8 has its own tests)
+# the passes that keep float32 results (fp8 has its own tests)
+EXACT_PASSES = ["absorb", "fuse_experts", "fold", "cse", "dce"]
 
 
 @st.composite
@@ -53,16 +54,30 @@ def test_pass_keeps_the_function_verifies_and_is_idempotent(name, case):
     assert twice == once, f"running {name} twice changed the graph again"
 
 
-@given(case=layer_cases())
-def test_every_allowed_order_gives_the_same_result(case):
-    cfg, layer, g, inputs, seed = case
+def _same_result_in_orders(cfg, layer, g, inputs, seed, orders):
     params = checkpoint_params(cfg, layer, seed)
     ref = run(g, inputs, params)
-    for order in itertools.permutations(EXACT_PASSES):
+    for order in orders:
         out, _ = run_pipeline(g, order)
         got = run(out, inputs, params)
         for k in ref:
             assert_close(got[k], ref[k], F32_TOL, f"order {order}, output {k}")
+
+
+@pytest.mark.parametrize("preset", ["tiny-v2", "tiny-v2-lite", "tiny-v3"])
+@pytest.mark.parametrize("layer", ["mla", "moe"])
+def test_every_allowed_order_gives_the_same_result(preset, layer):
+    cfg = Config.preset(preset)
+    if layer == "mla":
+        g, inputs = build_mla(cfg), mla_inputs(cfg, 2, 3, [5, 70], 1)
+    else:
+        g, inputs = build_moe(cfg), moe_inputs(cfg, 9, 1)
+    _same_result_in_orders(cfg, layer, g, inputs, 1, itertools.permutations(EXACT_PASSES))
+
+
+@given(case=layer_cases(), order=st.permutations(EXACT_PASSES))
+def test_drawn_orders_give_the_same_result(case, order):
+    _same_result_in_orders(*case, [order])
 
 
 @given(cfg=configs(), seed=seeds, data=st.data())
