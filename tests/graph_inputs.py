@@ -34,7 +34,7 @@ def moe_inputs(cfg, tokens: int, seed: int, dtype=torch.float32):
 
 def run(g: Graph, inputs: dict, params: dict) -> dict:
     """Interpret g on copies of the inputs (paged_append updates its cache in place)."""
-    fresh = {k: v.clone() for k, v in inputs.items()}
+    fresh = {k: v.clone() for k, v in adapt_inputs(g, inputs).items()}
     return interpret(g, fresh, params)
 
 
@@ -44,3 +44,14 @@ def leaf_dtypes_ok(g: Graph, params: dict) -> bool:
 
 
 __all__ = ["checkpoint_params", "mla_inputs", "moe_inputs", "run", "evaluate_folds", "leaf_dtypes_ok"]
+
+
+def adapt_inputs(g: Graph, inputs: dict) -> dict:
+    """Inputs for g: a float latent cache is packed when g keeps an FP8 cache (fp8_kv)."""
+    from dsc.ir.ops.fp8 import KvPackFp8
+
+    cache = [n for n in g.inputs if n.name == "cache"]
+    if not cache or cache[0].dtype.name != "u8" or inputs["cache"].dtype == torch.uint8:
+        return inputs
+    pack = [n for n in g.nodes() if n.op == "kv_pack_fp8"][0]
+    return {**inputs, "cache": KvPackFp8().reference([inputs["cache"]], pack.attrs)}

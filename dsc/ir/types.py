@@ -34,10 +34,11 @@ DTYPES: dict[str, DType] = {d.name: d for d in (
     DType("i64", "int64", 8, False),
     DType("i32", "int32", 4, False),
     DType("bool", "bool", 1, False),
+    DType("u8", "uint8", 1, False),  # raw bytes: packed cache rows (FP8 latent + scales + bf16 rope)
 )}
 f32, f16, bf16 = DTYPES["f32"], DTYPES["f16"], DTYPES["bf16"]
 f8e4m3, f8e5m2 = DTYPES["f8e4m3"], DTYPES["f8e5m2"]
-i64, i32, boolean = DTYPES["i64"], DTYPES["i32"], DTYPES["bool"]
+i64, i32, boolean, u8 = DTYPES["i64"], DTYPES["i32"], DTYPES["bool"], DTYPES["u8"]
 
 
 def dtype(name_or_torch) -> DType:

@@ -19,19 +19,19 @@ from dsc.errors import CacheError
 
 @dataclass
 class LatentCache:
-    pages: torch.Tensor  # [num_pages, page_size, latent_dim]
+    pages: torch.Tensor  # [num_pages, page_size, row_width]: a latent row, or its packed FP8 bytes
     block_table: torch.Tensor  # [batch, pages_per_row] int32
     seqlens: torch.Tensor  # [batch] int32
     max_seq_len: int
 
     @staticmethod
-    def allocate(batch_size: int, max_seq_len: int, page_size: int, latent_dim: int, dtype: torch.dtype,
+    def allocate(batch_size: int, max_seq_len: int, page_size: int, row_width: int, dtype: torch.dtype,
                  device: torch.device) -> "LatentCache":
         for name, v in (("batch_size", batch_size), ("max_seq_len", max_seq_len)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise CacheError(f"{name} must be a positive int, got {v!r}")
         per_row = math.ceil(max_seq_len / page_size)
-        pages = torch.zeros(batch_size * per_row, page_size, latent_dim, dtype=dtype, device=device)
+        pages = torch.zeros(batch_size * per_row, page_size, row_width, dtype=dtype, device=device)
         table = torch.arange(batch_size * per_row, dtype=torch.int32, device=device).view(batch_size, per_row)
         seqlens = torch.zeros(batch_size, dtype=torch.int32, device=device)
         return LatentCache(pages, table, seqlens, max_seq_len)
@@ -45,12 +45,12 @@ class LatentCache:
         return self.pages.shape[1]
 
     @property
-    def latent_dim(self) -> int:
+    def row_width(self) -> int:
         return self.pages.shape[2]
 
     @property
     def bytes_per_token(self) -> int:
-        return self.latent_dim * self.pages.element_size()
+        return self.row_width * self.pages.element_size()
 
     def lengths(self) -> list[int]:
         return [int(n) for n in self.seqlens.tolist()]

@@ -7,6 +7,7 @@ import torch
 from dsc.builders.mla import PAGE_SIZE, build_mla
 from dsc.config import Config
 from dsc.errors import InputError
+from dsc.ir.types import to_torch
 from dsc.nn.graph_module import GraphModule
 from dsc.nn.latent_cache import LatentCache
 
@@ -30,8 +31,11 @@ class MLA(GraphModule):
         self.page_size = page_size
 
     def new_cache(self, batch_size: int, max_seq_len: int) -> LatentCache:
-        return LatentCache.allocate(batch_size, max_seq_len, self.page_size, self.cfg.latent_dim, self.dtype,
-                                    self.device)
+        """A paged cache in the layout the compiled graph keeps: latent rows in the
+        module's dtype, or packed FP8 rows (uint8) after the fp8_kv pass."""
+        row = self.graph.input("cache")
+        return LatentCache.allocate(batch_size, max_seq_len, self.page_size, int(row.shape[-1]),
+                                    to_torch(row.dtype), self.device)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: LatentCache) -> torch.Tensor:
         self._check_activation(x, "x", 3, self.cfg.hidden_size)
@@ -47,11 +51,12 @@ class MLA(GraphModule):
             raise InputError(f"cache: expected a LatentCache from new_cache(), got {type(cache).__name__}")
         if cache.batch_size != B:
             raise InputError(f"cache: holds {cache.batch_size} rows, x has {B}")
-        if (cache.latent_dim, cache.pages.dtype, cache.page_size, cache.pages.device.type) != \
-                (self.cfg.latent_dim, self.dtype, self.page_size, self.device.type):
-            raise InputError(f"cache: built for rows of {cache.latent_dim} x {cache.pages.dtype} in pages of "
+        row = self.graph.input("cache")
+        want = (int(row.shape[-1]), to_torch(row.dtype), self.page_size, self.device.type)
+        if (cache.row_width, cache.pages.dtype, cache.page_size, cache.pages.device.type) != want:
+            raise InputError(f"cache: built for rows of {cache.row_width} x {cache.pages.dtype} in pages of "
                              f"{cache.page_size} on {cache.pages.device}; this module needs "
-                             f"{self.cfg.latent_dim} x {self.dtype} in pages of {self.page_size} on {self.device}")
+                             f"{want[0]} x {want[1]} in pages of {self.page_size} on {self.device}")
         cache.check_room(T)
         out = self._run({"x": x, "positions": positions, "cache": cache.pages, "block_table": cache.block_table,
                          "cache_seqlens": cache.seqlens})

@@ -62,6 +62,8 @@ def _load_passes() -> None:
     import dsc.passes.fuse_experts  # noqa: F401
     import dsc.passes.dce  # noqa: F401
     import dsc.passes.fold  # noqa: F401
+    import dsc.passes.fp8  # noqa: F401
+    import dsc.passes.fp8_kv  # noqa: F401
 
 
 def resolve_pipeline(passes: str | Sequence[str] | None) -> tuple[str, ...]:

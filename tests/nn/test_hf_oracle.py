@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from dsc.config import Config, Yarn
 from dsc.nn import MLA, MoE, random_checkpoint
+from dsc.passes.fp8 import error_bound
 from strategies import seeds
 from util import F32_TOL, assert_close
 
@@ -98,15 +99,25 @@ def to_hf5_experts(cfg: Config, sd: dict) -> dict:
     return out
 
 
+FP8_PIPELINE = ["absorb", "fuse_experts", "fp8", "fp8_kv", "fold", "cse", "dce"]
+PIPELINES = ["none", "default", FP8_PIPELINE]
+
+
+def tolerance(module) -> float:
+    """float32 tolerance, or the FP8 error bound of the compiled graph where it has FP8."""
+    return max(F32_TOL, error_bound(module.graph))
+
+
+@pytest.mark.parametrize("passes", PIPELINES, ids=["none", "default", "fp8"])
 @pytest.mark.parametrize("version", [2, 3])
 @given(data=st.data(), seed=seeds)
-def test_mla_prefill_and_decode_match_hf(version, data, seed):
+def test_mla_prefill_and_decode_match_hf(version, passes, data, seed):
     cfg = data.draw(hf_configs(version))
     batch, prefill = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 8))
     _, attn, _, rotary = hf_modules(cfg)
     sd = random_checkpoint(cfg, "mla", seed=seed)
     attn.load_state_dict(sd, strict=True)
-    mla = MLA(cfg)
+    mla = MLA(cfg, passes=passes)
     mla.load_state_dict(sd)
     cache, hf_cache = mla.new_cache(batch, prefill + 2), DynamicCache()
     gen = torch.Generator().manual_seed(seed)
@@ -116,22 +127,23 @@ def test_mla_prefill_and_decode_match_hf(version, data, seed):
         pos = torch.arange(past, past + t).repeat(batch, 1)
         ref, _ = attn(hidden_states=x, position_embeddings=rotary(x, pos), attention_mask=causal_mask(t, past),
                       past_key_values=hf_cache)
-        assert_close(mla(x, pos, cache), ref, F32_TOL, f"MLA vs HF (t={t}, past={past})")
+        assert_close(mla(x, pos, cache), ref, tolerance(mla), f"MLA vs HF (t={t}, past={past}, {passes})")
         past += t
 
 
+@pytest.mark.parametrize("passes", PIPELINES, ids=["none", "default", "fp8"])
 @pytest.mark.parametrize("version", [2, 3])
 @given(data=st.data(), seed=seeds)
-def test_moe_matches_hf(version, data, seed):
+def test_moe_matches_hf(version, passes, data, seed):
     cfg = data.draw(hf_configs(version))
     _, _, hf_moe, _ = hf_modules(cfg)
     sd = random_checkpoint(cfg, "moe", seed=seed)
     hf_sd = to_hf5_experts(cfg, sd)
     hf_moe.load_state_dict(hf_sd, strict=True)
-    moe = MoE(cfg)
+    moe = MoE(cfg, passes=passes)
     moe.load_state_dict(hf_sd)
     x = torch.randn(2, data.draw(st.integers(1, 12)), cfg.hidden_size, generator=torch.Generator().manual_seed(seed))
-    assert_close(moe(x), hf_moe(x), F32_TOL, "MoE vs HF")
+    assert_close(moe(x), hf_moe(x), tolerance(moe), f"MoE vs HF ({passes})")
 
 
 def test_presets_with_q_lora_null_and_yarn_match_hf():
