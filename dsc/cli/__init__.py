@@ -28,8 +28,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", choices=("mla", "moe", "all"), default="all")
     p.add_argument("--passes", default="default", help="default, none, or a comma-separated list of passes")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    p.add_argument("--target", default="sm90", choices=("sm90", "sm80", "cpu"),
-                   help="machine the cost-model decisions assume (default sm90: H100/H800)")
+    p.add_argument("--target", default=None, choices=("sm90", "sm80", "cpu"),
+                   help="machine the passes compile for: absorb's crossover, fp8's mode (default: the CUDA "
+                        "device's, else sm90, i.e. H100/H800)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -151,7 +151,7 @@ def _record(rep: dict, phase: str, shape: str, out: torch.Tensor, ref: torch.Ten
 
 
 def run_mla(cfg: Config, args, dtype, device) -> dict:
-    mla = MLA(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device)
+    mla = MLA(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device, target=args.target)
     item = torch.empty((), dtype=dtype).element_size()
     mha = cfg.num_attention_heads * (cfg.qk_head_dim + cfg.v_head_dim)
     kv = cache_bytes_per_token(mla.graph)  # after the passes: fp8_kv packs it
@@ -195,7 +195,7 @@ def run_mla(cfg: Config, args, dtype, device) -> dict:
 
 
 def run_moe(cfg: Config, args, dtype, device) -> dict:
-    moe = MoE(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device)
+    moe = MoE(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device, target=args.target)
     per_token = cfg.moe_intermediate_size * cfg.hidden_size * 3 * torch.empty((), dtype=dtype).element_size()
     rep = _layer_report(moe, device, "moe",
                         active_weight_bytes_per_token=(cfg.num_experts_per_tok + cfg.n_shared_experts) * per_token)

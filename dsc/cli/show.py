@@ -20,7 +20,7 @@ def show(args) -> int:
     for layer in layers:
         build = build_mla if layer == "mla" else build_moe
         graph = build(cfg, ir_dtype(args.dtype))
-        pm = PassManager(pipeline, PassContext(target=args.target))
+        pm = PassManager(pipeline, PassContext(target=args.target or "sm90"))
         final = pm.run(graph)
         print(f"# {layer} of {cfg.name}: the naive graph")
         print(graph)
@@ -36,7 +36,7 @@ def show(args) -> int:
         print(f"# cost per call: flops = {cost.flops}")
         print(f"#                bytes = {cost.bytes}\n")
         if args.cost and layer == "mla":
-            print_absorb_tradeoff(final, args.target)
+            print_absorb_tradeoff(final, args.target or "sm90")
     return 0
 
 

@@ -11,7 +11,8 @@ from dsc.config import Config
 from dsc.errors import ConfigError, InputError, WeightError
 from dsc.ir.graph import Graph
 from dsc.ir.types import DType, dtype as ir_dtype, to_torch
-from dsc.passes import PassManager, resolve_pipeline
+from dsc.ir.roofline import MACHINES
+from dsc.passes import PassContext, PassManager, resolve_pipeline
 from dsc.runtime import make_runner
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -34,6 +35,19 @@ def resolve_device(device) -> torch.device:
     return dev
 
 
+def resolve_target(target: str | None, device: torch.device) -> str:
+    """The machine passes compile for: given, or this CUDA device's (sm80 for Ampere,
+    sm90 for Hopper and later), or sm90 on a CPU (the reference backend runs any)."""
+    if target is None:
+        if device.type == "cuda":
+            major, _ = torch.cuda.get_device_capability(device)
+            return "sm80" if major < 9 else "sm90"
+        return "sm90"
+    if target not in MACHINES:
+        raise ConfigError(f"target: expected one of {', '.join(MACHINES)}, got {target!r}")
+    return target
+
+
 def resolve_dtype(dtype) -> torch.dtype:
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
@@ -44,7 +58,7 @@ def resolve_dtype(dtype) -> torch.dtype:
 
 class GraphModule(torch.nn.Module):
     def __init__(self, cfg: Config, graph_for: Callable[[Config, DType], Graph], backend: str, passes, dtype,
-                 device):
+                 device, target: str | None = None):
         super().__init__()
         if not isinstance(cfg, Config):
             raise ConfigError(f"cfg: expected a dsc.Config, got {type(cfg).__name__}")
@@ -52,7 +66,8 @@ class GraphModule(torch.nn.Module):
         self.dtype = resolve_dtype(dtype)
         self.device = resolve_device(device)
         self.backend = backend
-        self.pass_manager = PassManager(resolve_pipeline(passes))
+        self.target = resolve_target(target, self.device)
+        self.pass_manager = PassManager(resolve_pipeline(passes), PassContext(target=self.target))
         self.graph: Graph = self.pass_manager.run(graph_for(cfg, ir_dtype(self.dtype)))
         self._runner = make_runner(self.graph, backend)
         # Weights live on the meta device until loaded: building a module for a model

@@ -23,11 +23,16 @@ class MLA(GraphModule):
     new tokens per row: they attend causally among themselves and to every token the
     row already holds in `cache`, and their latents are appended. The same call serves
     prefill (T > 1) and decode (T = 1).
+
+    passes: "default" (absorb, fuse_experts, fold, cse, dce), "none", or a list of pass
+    names (add "fp8" and "fp8_kv" for FP8 weights and an FP8 latent cache). target:
+    "sm90", "sm80" or "cpu", the machine the passes compile for (absorb's crossover,
+    fp8's mode); by default the CUDA device's, else sm90.
     """
 
     def __init__(self, cfg: Config, backend: str = "reference", passes="default", dtype=torch.float32,
-                 device="cpu", page_size: int = PAGE_SIZE):
-        super().__init__(cfg, lambda c, dt: build_mla(c, dt, page_size), backend, passes, dtype, device)
+                 device="cpu", target: str | None = None, page_size: int = PAGE_SIZE):
+        super().__init__(cfg, lambda c, dt: build_mla(c, dt, page_size), backend, passes, dtype, device, target)
         self.page_size = page_size
 
     def new_cache(self, batch_size: int, max_seq_len: int) -> LatentCache:

@@ -19,12 +19,13 @@ class MoE(GraphModule):
     shared_experts.gate_proj / up_proj / down_proj.weight. `state_dict()` gives the
     stacked experts.gate_proj / up_proj / down_proj [E, ...], which loads back too.
 
-    `moe(x)` takes x [..., hidden] and returns the same shape.
+    `moe(x)` takes x [..., hidden] and returns the same shape. passes and target: as
+    for dsc.nn.MLA.
     """
 
     def __init__(self, cfg: Config, backend: str = "reference", passes="default", dtype=torch.float32,
-                 device="cpu"):
-        super().__init__(cfg, build_moe, backend, passes, dtype, device)
+                 device="cpu", target: str | None = None):
+        super().__init__(cfg, build_moe, backend, passes, dtype, device, target)
 
     def _from_checkpoint(self, sd):
         return moe_params_from_checkpoint(self.cfg, sd)

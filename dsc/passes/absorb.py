@@ -34,16 +34,23 @@ from dsc.ir.node import Node, toposort
 from dsc.ir.roofline import MACHINES
 from dsc.ir.types import sym
 from dsc.passes.manager import PassContext, register_pass
-from dsc.passes.rewrite import P, substitute
+from dsc.passes.rewrite import P, Pat, substitute
 
 _LATENT = P(name="latent")
 _KV = P("reshape", P("linear", P("slice", _LATENT, name="c_kv"), P("param", name="w_kvb")), name="kv")
-NAIVE_MLA = P("attention",
-              P("concat", P(name="q_nope"), P(name="q_pe")),
-              P("concat", P("slice", _KV, name="k_nope"),
-                P("expand", P("reshape", P("slice", _LATENT, name="k_rope")))),
-              P("slice", _KV, name="v"),
-              P(name="seqlens"), name="attn")
+_K_ROPE = P("reshape", P("slice", _LATENT, name="k_rope"))
+
+
+def _naive(k_rope: Pat) -> Pat:
+    return P("attention",
+             P("concat", P(name="q_nope"), P(name="q_pe")),
+             P("concat", P("slice", _KV, name="k_nope"), k_rope),
+             P("slice", _KV, name="v"),
+             P(name="seqlens"), name="attn")
+
+
+# k_pe broadcast to every head; with one head dce removes the expand
+NAIVE_MLA = (_naive(P("expand", _K_ROPE)), _naive(_K_ROPE))
 MAX_T = 1 << 16
 # The decision scenario: a call appending T tokens to a row that already holds this
 # many. With no context (S = T) the naive form never does less work: absorbing the
@@ -54,8 +61,11 @@ REFERENCE_CONTEXT = 4096
 
 def match_naive(n: Node) -> dict | None:
     """Captures of a naive MLA attention node, with its slices checked; else None."""
-    caps: dict = {}
-    if not NAIVE_MLA.match(n, caps):
+    for pattern in NAIVE_MLA:
+        caps: dict = {}
+        if pattern.match(n, caps):
+            break
+    else:
         return None
     lat, kv = caps["latent"], caps["kv"]
     rank = caps["c_kv"].shape[-1]

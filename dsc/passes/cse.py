@@ -14,9 +14,7 @@ from dsc.builders.ops import param
 from dsc.ir.graph import Graph
 from dsc.ir.node import Node, toposort
 from dsc.passes.manager import PassContext, register_pass
-from dsc.passes.rewrite import substitute
-
-COMMUTATIVE = ("add", "mul")
+from dsc.passes.rewrite import COMMUTATIVE, substitute
 
 
 class StructuralKeys:

@@ -30,17 +30,16 @@ _SHARED = P("linear", P("mul", P("silu", P("linear", P(name="sx"), P("param", na
 _ROUTED = P("moe_experts", name="routed")
 
 
+_ROUTED_PLUS_SHARED = P("add", _ROUTED, _SHARED)
+
+
 def _match_shared_add(n: Node) -> dict | None:
-    if n.op != "add":
+    caps: dict = {}
+    if not _ROUTED_PLUS_SHARED.match(n, caps) or caps["sx"] is not caps["routed"].srcs[0]:
         return None
-    for routed, shared in ((n.srcs[0], n.srcs[1]), (n.srcs[1], n.srcs[0])):
-        caps: dict = {}
-        if _ROUTED.match(routed, caps) and _SHARED.match(shared, caps) and caps["sx"] is routed.srcs[0]:
-            inter = routed.srcs[3].shape[1]
-            width = caps["sg"].shape[0]
-            if isinstance(width, int) and width % inter == 0 and routed.dtype == n.dtype:
-                return caps
-    return None
+    inter = caps["routed"].srcs[3].shape[1]
+    width = caps["sg"].shape[0]
+    return caps if isinstance(width, int) and width % inter == 0 else None
 
 
 def fused_moe(routed: Node, shared: dict | None) -> Node:

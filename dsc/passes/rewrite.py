@@ -14,6 +14,9 @@ from dsc.ir.graph import Graph
 from dsc.ir.node import Node
 
 
+COMMUTATIVE = ("add", "mul")
+
+
 @dataclass(frozen=True)
 class Pat:
     """Matches a node by op (a name, a tuple of names, or None for any), operand
@@ -32,7 +35,13 @@ class Pat:
         if self.srcs is not None:
             if len(self.srcs) != len(n.srcs):
                 return False
-            if not all(p.match(s, caps) for p, s in zip(self.srcs, n.srcs)):
+            orders = [n.srcs, n.srcs[::-1]] if n.op in COMMUTATIVE and len(n.srcs) == 2 else [n.srcs]
+            for srcs in orders:  # cse may have put commutative operands either way round
+                trial = dict(caps)
+                if all(p.match(s, trial) for p, s in zip(self.srcs, srcs)):
+                    caps.update(trial)
+                    break
+            else:
                 return False
         if self.name is not None:
             if caps.setdefault(self.name, n) is not n:

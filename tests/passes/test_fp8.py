@@ -129,3 +129,31 @@ def test_fp8_on_unfused_moe_says_what_it_skipped():
     pm = PassManager(resolve_pipeline(["fp8"]))
     pm.run(build_moe(Config.preset("tiny-v3")))
     assert any("run fuse_experts first" in line for line in pm.ctx.log)
+
+
+ALL_PASSES = ["absorb", "fuse_experts", "fp8", "fp8_kv", "fold", "cse", "dce"]
+
+
+@given(case=fp8_cases(), order=st.permutations(ALL_PASSES))
+def test_every_order_the_manager_allows_gives_the_same_result(case, order):
+    cfg, layer, g, inputs, seed, target, _ = case
+    try:
+        pipeline = resolve_pipeline(list(order))
+    except ConfigError:
+        return  # an order the manager refuses (fp8 before absorb or fuse_experts)
+    params = checkpoint_params(cfg, layer, seed)
+    canonical = PassManager(resolve_pipeline(ALL_PASSES), PassContext(target=target)).run(g)
+    reordered = PassManager(pipeline, PassContext(target=target)).run(g)
+    a, b = run(canonical, inputs, params)["out"], run(reordered, inputs, params)["out"]
+    # the same roundings happen in either order: the results agree to float32 rounding
+    assert rel_err(b, a) <= 1e-5, f"order {order}"
+
+
+def test_modules_take_a_target():
+    from dsc.nn import MoE
+
+    moe = MoE(Config.preset("tiny-v3"), passes=["fuse_experts", "fp8"], target="sm80")
+    assert moe.target == "sm80"
+    assert not any(n.attrs.get("act_quant", False) for n in moe.graph.nodes())
+    with pytest.raises(ConfigError, match="target: expected one of sm90, sm80, cpu"):
+        MoE(Config.preset("tiny-v3"), target="tpu")

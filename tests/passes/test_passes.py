@@ -154,3 +154,23 @@ def test_manager_times_and_records_each_pass():
     pm.run(build_mla(Config.preset("tiny-v2")))
     assert [r.name for r in pm.records] == list(resolve_pipeline("default"))
     assert all(r.seconds >= 0 for r in pm.records) and pm.records[0].changed
+
+
+def test_absorb_matches_after_dce_removed_the_one_head_expand():
+    cfg = Config.preset("tiny-v2-lite").replace(num_attention_heads=1)
+    cleaned, _ = run_pipeline(build_mla(cfg), ["dce"])
+    assert not any(n.op == "expand" for n in cleaned.nodes())
+    out, pm = run_pipeline(cleaned, ["absorb"])
+    assert any(n.op == "dispatch" for n in out.nodes()), pm.ctx.log
+
+
+def test_fusion_matches_commutative_operands_either_way_round():
+    from dsc.ir import Node
+    from dsc.passes.rewrite import substitute
+
+    g = build_moe(Config.preset("tiny-v3"))
+    swapped = substitute(g, lambda _, n: Node.make(n.op, n.srcs[::-1], **n.attrs) if n.op in ("add", "mul") else None)
+    assert [s.op for s in swapped.output("out").srcs] == ["linear", "moe_experts"]
+    out, pm = run_pipeline(swapped, ["fuse_experts"])
+    assert "shared experts folded in" in pm.ctx.log[-1]
+    assert not any(n.op == "linear" and n.srcs[1].name and n.srcs[1].name.startswith("shared") for n in out.nodes())
