@@ -1,10 +1,11 @@
 """Run `dsc run` on every preset and keep the reports, with the device they ran on.
 
-    python benchmarks/presets.py [--device cpu] [--dtype float32] [PRESET ...]
+    python benchmarks/presets.py [--device cpu] [--dtype float32] [--passes default] [PRESET ...]
 
-Writes benchmarks/results/<device>/dsc-run-<dtype>.json: per preset, the relative
-errors against the eager reference, the times, KV-cache bytes per token against MHA,
-and weight bytes (layers too large for the machine are reported as not executed).
+Writes benchmarks/results/<device>/dsc-run-<dtype>[-<passes>].json: per preset, the
+relative errors against the eager reference, the times, KV-cache bytes per token
+against MHA, weight bytes, and the cost model's figures after every pass (layers too
+large for the machine are reported as not executed).
 """
 
 from __future__ import annotations
@@ -44,16 +45,17 @@ def main() -> int:
     p.add_argument("presets", nargs="*", default=list(PRESET_NAMES))
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--passes", default="default")
     args = p.parse_args()
 
     name = device_name(args.device)
     results = {"device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "date": datetime.date.today().isoformat(), "dtype": args.dtype, "presets": {}}
+               "date": datetime.date.today().isoformat(), "dtype": args.dtype, "passes": args.passes, "presets": {}}
     for preset in args.presets:
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "report.json")
             r = subprocess.run([sys.executable, "-m", "dsc", "run", preset, "--device", args.device, "--dtype",
-                                args.dtype, "--json", out], capture_output=True, text=True)
+                                args.dtype, "--passes", args.passes, "--json", out], capture_output=True, text=True)
             sys.stdout.write(r.stdout)
             if r.returncode not in (0, 1):
                 sys.stderr.write(r.stderr)
@@ -61,7 +63,8 @@ def main() -> int:
             with open(out) as f:
                 results["presets"][preset] = json.load(f)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    path = os.path.join(HERE, "results", slug, f"dsc-run-{args.dtype}.json")
+    label = "" if args.passes == "default" else "-" + re.sub(r"[^a-z0-9]+", "-", args.passes.lower()).strip("-")
+    path = os.path.join(HERE, "results", slug, f"dsc-run-{args.dtype}{label}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=str)

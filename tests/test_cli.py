@@ -42,7 +42,7 @@ def test_run_deepseek_v3_executes_mla_and_reports_moe_too_large(tmp_path):
     assert mla["executed"] and mla["decode"]["rel_err"] < 1e-5
     assert mla["kv_cache_bytes_per_token"] == 576 * 4 and mla["mha_kv_cache_bytes_per_token"] == 128 * 320 * 4
     assert moe["verified"] and not moe["executed"]  # 42 GiB of float32 experts: built, not run
-    assert "not executed" in r.stdout
+    assert "not executed: running and checking it needs about" in r.stdout
 
 
 def test_run_a_config_json(tmp_path):

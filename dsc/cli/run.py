@@ -24,9 +24,20 @@ from dsc.nn.graph_module import resolve_device, resolve_dtype
 from dsc.passes.fp8 import error_bound
 
 TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 1e-2}
-# Building a layer holds its checkpoint tensors, the module's copy and the float32
-# reference at once: about three times the weights, plus working memory.
-MEMORY_FACTOR = 3.0
+# Running and checking a layer holds its checkpoint tensors, the module's copy (experts
+# stacked), and the float32 reference's view: about three times the checkpoint; plus
+# the folded weights; plus float32 working copies of the largest weight while folds
+# (FP8 quantisation) run over it.
+CHECKPOINT_COPIES = 3
+FOLD_WORKSPACE_BYTES_PER_VALUE = 8
+
+
+def memory_needed(module) -> int:
+    import math
+
+    largest = max((math.prod(int(d) for d in p.shape) for p in module.graph.params()), default=0)
+    return (CHECKPOINT_COPIES * module.checkpoint_bytes + module.weight_bytes
+            + (FOLD_WORKSPACE_BYTES_PER_VALUE * largest if module.graph.folds else 0))
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -128,12 +139,12 @@ def _layer_report(module, device: torch.device, layer: str, **facts) -> dict:
     rep = {"graph_ops": sum(n.op not in ("input", "param") for n in module.graph.nodes()), "verified": True,
            "weight_bytes": module.weight_bytes, "checkpoint_bytes": module.checkpoint_bytes, **facts,
            "passes": pass_table(module, layer), "pass_log": list(module.pass_manager.ctx.log)}
-    need = module.weight_bytes * MEMORY_FACTOR
+    need = memory_needed(module)
     have = available_bytes(device)
     rep["executed"] = have is None or need <= have * 0.8
     if not rep["executed"]:
-        rep["not_executed_reason"] = (f"not executed: its weights need about {human_bytes(need)} to run and "
-                                      f"check here, this machine has {human_bytes(have)} free")
+        rep["not_executed_reason"] = (f"not executed: running and checking it needs about {human_bytes(need)}, "
+                                      f"this machine has {human_bytes(have)} free")
     return rep
 
 

@@ -64,16 +64,16 @@ class GraphModule(torch.nn.Module):
             raise ConfigError(f"cfg: expected a dsc.Config, got {type(cfg).__name__}")
         self.cfg = cfg
         self.dtype = resolve_dtype(dtype)
-        self.device = resolve_device(device)
+        self._device = resolve_device(device)
         self.backend = backend
-        self.target = resolve_target(target, self.device)
+        self.target = resolve_target(target, self._device)
         self.pass_manager = PassManager(resolve_pipeline(passes), PassContext(target=self.target))
         self.graph: Graph = self.pass_manager.run(graph_for(cfg, ir_dtype(self.dtype)))
         self._runner = make_runner(self.graph, backend)
         # Weights live on the meta device until loaded: building a module for a model
         # larger than this machine costs nothing, and running one unloaded is an error.
         self._shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
-        self._folded: dict[str, torch.Tensor] = {}  # params the graph derives at load time
+        self._folded: list[str] = []  # params the graph derives at load time: non-persistent buffers
         for p in self.graph.checkpoint_params():
             shape = tuple(int(d) for d in p.shape)
             self._shapes[p.name] = (shape, to_torch(p.dtype))
@@ -81,14 +81,26 @@ class GraphModule(torch.nn.Module):
                                                      requires_grad=False))
 
     # -- weights ---------------------------------------------------------------------------
-    def _install(self, name: str, value: torch.nn.Parameter) -> None:
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (follows module.to(...) once they are loaded)."""
+        for t in self.weights().values():
+            if not t.is_meta:
+                return t.device
+        return self._device
+
+    def _install(self, name: str, value: torch.Tensor) -> None:
+        """A checkpoint weight as a parameter, a folded one as a buffer left out of state_dict."""
         owner = self
         *path, leaf = name.split(".")
         for part in path:
             if not hasattr(owner, part):
                 owner.add_module(part, torch.nn.Module())
             owner = getattr(owner, part)
-        owner.register_parameter(leaf, value)
+        if isinstance(value, torch.nn.Parameter):
+            owner.register_parameter(leaf, value)
+        else:
+            owner.register_buffer(leaf, value, persistent=False)
 
     def _param(self, name: str) -> torch.Tensor:
         owner = self
@@ -98,7 +110,7 @@ class GraphModule(torch.nn.Module):
 
     def weights(self) -> dict[str, torch.Tensor]:
         """Checkpoint weights and the folded params computed from them."""
-        return {**{name: self._param(name) for name in self._shapes}, **self._folded}
+        return {name: self._param(name) for name in [*self._shapes, *self._folded]}
 
     @property
     def loaded(self) -> bool:
@@ -150,13 +162,14 @@ class GraphModule(torch.nn.Module):
             if name in params:
                 value = params[name].detach().to(device=self.device, dtype=dt).contiguous()
                 self._install(name, torch.nn.Parameter(value, requires_grad=False))
-        self._folded = {}
         if self.loaded and self.graph.folds:
             from dsc.ir.interpreter import evaluate_folds
 
             with torch.no_grad():
                 base = {name: self._param(name) for name in self._shapes}
-                self._folded = {k: v.contiguous() for k, v in evaluate_folds(self.graph, base).items()}
+                for name, value in evaluate_folds(self.graph, base).items():
+                    self._install(name, value.contiguous())
+            self._folded = [k for k, _ in self.graph.folds]
         return LoadResult(missing, unexpected)
 
     # -- execution ---------------------------------------------------------------------------

@@ -156,3 +156,16 @@ def test_modules_for_huge_models_build_without_memory():
     m = MoE(Config.preset("deepseek-v3"))  # 42 GiB of float32 weights, on the meta device
     assert m.weight_bytes == 256 * 3 * 7168 * 2048 * 4 + 256 * 7168 * 4 + 256 * 4 + 3 * 7168 * 2048 * 4
     assert not m.loaded
+
+
+def test_folded_weights_follow_the_module_and_stay_out_of_state_dict():
+    m = MoE(CFG)  # default passes: fused expert weights are folded at load
+    sd = random_checkpoint(CFG, "moe")
+    m.load_state_dict(sd)
+    assert m.graph.folds and all(name not in m.state_dict() for name, _ in m.graph.folds)
+    buffers = dict(m.named_buffers())
+    assert all(name in buffers for name, _ in m.graph.folds)
+    x = torch.randn(5, CFG.hidden_size)
+    before = m(x)
+    m.to("cpu")
+    assert torch.equal(m(x), before) and m.device.type == "cpu"
