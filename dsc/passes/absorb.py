@@ -159,9 +159,8 @@ def absorb(g: Graph, ctx: PassContext) -> Graph:
         attn = caps["attn"]
         absorbed = absorbed_attention(caps)
         t_dim = attn.srcs[0].shape[1]
-        both = Graph(g.name, g.inputs, g.outputs, g.folds)
-        alone = substitute(both, lambda orig, _, a=attn, r=absorbed: r if orig is a else None)
-        trade = tradeoff(both, alone, ctx.target if ctx.target in MACHINES else "sm90")
+        alone = substitute(g, lambda orig, _, a=attn, r=absorbed: r if orig is a else None)
+        trade = tradeoff(g, alone, ctx.target if ctx.target in MACHINES else "sm90")
         if isinstance(t_dim, sympy.Symbol):
             replace[id(attn)] = op("dispatch", absorbed, attn, symbol=str(t_dim), le=trade.crossover)
             ctx.note(f"absorbed for {t_dim} <= {trade.crossover}, naive above ({trade.machine} roofline)")
