@@ -1,11 +1,15 @@
 import os
 import sys
+import tempfile
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))
+# compiled kernels go to a private cache, never the user's
+os.environ.setdefault("DSC_CACHE_DIR", tempfile.mkdtemp(prefix="dsc-test-cache-"))
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, stated to silence its warning
 
 settings.register_profile("dsc", deadline=None, max_examples=25,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

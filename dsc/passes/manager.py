@@ -107,10 +107,11 @@ class PassManager:
         verify(g)
         for name in self.pipeline:
             self.ctx.current = name
+            logged = len(self.ctx.log)
             start = time.perf_counter()
             out = verify(PASSES[name].fn(g, self.ctx))
             self.records.append(PassRecord(name, g, out, time.perf_counter() - start))
-            if out == g and not any(line.startswith(f"{name}:") for line in self.ctx.log):
+            if out == g and len(self.ctx.log) == logged:
                 self.ctx.note("nothing to do; graph unchanged")
             g = out
         self.ctx.current = ""

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from dsc.config import Config, Yarn
 from dsc.nn import MLA, MoE, random_checkpoint
 from dsc.passes.fp8 import error_bound
-from strategies import seeds
+from strategies import fp8_configs, seeds
 from util import F32_TOL, assert_close
 
 transformers = pytest.importorskip("transformers")
@@ -112,8 +112,9 @@ def tolerance(module) -> float:
 @pytest.mark.parametrize("version", [2, 3])
 @given(data=st.data(), seed=seeds)
 def test_mla_prefill_and_decode_match_hf(version, passes, data, seed):
-    cfg = data.draw(hf_configs(version))
-    batch, prefill = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 8))
+    fp8 = passes == FP8_PIPELINE
+    cfg = data.draw(fp8_configs(hf_configs(version)) if fp8 else hf_configs(version))
+    batch, prefill = data.draw(st.integers(1, 2)), data.draw(st.integers(4 if fp8 else 1, 8))
     _, attn, _, rotary = hf_modules(cfg)
     sd = random_checkpoint(cfg, "mla", seed=seed)
     attn.load_state_dict(sd, strict=True)
@@ -135,7 +136,7 @@ def test_mla_prefill_and_decode_match_hf(version, passes, data, seed):
 @pytest.mark.parametrize("version", [2, 3])
 @given(data=st.data(), seed=seeds)
 def test_moe_matches_hf(version, passes, data, seed):
-    cfg = data.draw(hf_configs(version))
+    cfg = data.draw(fp8_configs(hf_configs(version)) if passes == FP8_PIPELINE else hf_configs(version))
     _, _, hf_moe, _ = hf_modules(cfg)
     sd = random_checkpoint(cfg, "moe", seed=seed)
     hf_sd = to_hf5_experts(cfg, sd)

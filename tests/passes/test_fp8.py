@@ -14,7 +14,7 @@ from dsc.ir.ops.fp8 import E4M3_MAX, KvPackFp8, KvUnpackFp8, dequantize, quantiz
 from dsc.passes import PassContext, PassManager, resolve_pipeline
 from dsc.passes.fp8 import error_bound
 from graph_inputs import checkpoint_params, mla_inputs, moe_inputs, run
-from strategies import configs, seeds
+from strategies import fp8_configs, seeds
 from util import rel_err
 
 
@@ -62,7 +62,7 @@ def test_kv_rows_pack_to_flashmla_layout():
 
 @st.composite
 def fp8_cases(draw):
-    cfg = draw(configs())
+    cfg = draw(fp8_configs())
     layer = draw(st.sampled_from(["mla", "moe"]))
     seed = draw(seeds)
     target = draw(st.sampled_from(["sm90", "sm80"]))

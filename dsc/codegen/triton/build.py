@@ -1,0 +1,92 @@
+"""Generated Triton source -> a launchable kernel, through the kernel cache.
+
+The source is written into a cache entry named by its content hash (with the backend,
+device and library versions) and imported from there. On a machine without CUDA the
+kernel runs under Triton's interpreter (TRITON_INTERPRET=1, set before the source is
+loaded); `compile_for` builds the same kernel for a GPU architecture without a GPU, so
+CI catches GPU-only compile errors.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from dsc.errors import DscError
+from dsc.runtime.cache import KernelCache, cache_key
+from dsc.runtime.device import detect, library_versions
+from dsc.runtime.loader import load_module
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    name: str  # the @triton.jit function in the source
+    source: str
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def use_interpreter() -> None:
+    """Run Triton kernels on the CPU. Triton reads TRITON_INTERPRET when it is imported
+    (its own tl.math helpers are jitted then), so this must happen before the first
+    `import triton` in the process; importing dsc.codegen.triton on a machine without
+    CUDA does it."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return
+    if "triton" in sys.modules:
+        raise DscError("Triton was imported before its interpreter was enabled; on a machine without CUDA set "
+                       "TRITON_INTERPRET=1 before importing triton (or import dsc.codegen.triton first)")
+    os.environ["TRITON_INTERPRET"] = "1"
+
+
+def _entry(spec: KernelSpec, arch: str, interpret: bool):
+    key = cache_key(source=spec.source, name=spec.name, backend="triton", device=arch, interpret=interpret,
+                    versions=library_versions())
+    return KernelCache().get_or_build(key, lambda: ({"kernel.py": spec.source}, {"kernel": spec.name}))
+
+
+def load_kernel(spec: KernelSpec, device: torch.device | str = "cpu"):
+    info = detect(device)
+    if info.kind == "cpu":
+        use_interpreter()
+    entry = _entry(spec, info.arch, info.kind == "cpu")
+    module = load_module(entry.file("kernel.py"), f"{spec.name}_{entry.key[:12]}")
+    return getattr(module, spec.name)
+
+
+_COMPILE = """
+import importlib.util, json, sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+path, name, signature, constexprs, arch = json.loads(sys.argv[1])
+spec = importlib.util.spec_from_file_location("kernel_under_check", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+compiled = triton.compile(ASTSource(getattr(module, name), signature, constexprs=constexprs),
+                          target=GPUTarget("cuda", arch, 32))
+print(json.dumps({"ptx": compiled.asm["ptx"], "cubin_bytes": len(compiled.asm["cubin"]),
+                  "shared": compiled.metadata.shared}))
+"""
+
+
+def compile_for(spec: KernelSpec, signature: dict, constexprs: dict, arch: int) -> dict:
+    """Compile spec for CUDA compute capability `arch` (80, 90) without a GPU. Runs in a
+    fresh process with the interpreter off (Triton fixes the mode at import). Returns
+    {"ptx": ..., "cubin_bytes": ..., "shared": ...}; a compile error raises DscError
+    with Triton's message."""
+    import json
+    import subprocess
+
+    entry = _entry(spec, f"sm{arch}", False)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    args = json.dumps([entry.file("kernel.py"), spec.name, signature, constexprs, arch])
+    r = subprocess.run([sys.executable, "-c", _COMPILE, args], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise DscError(f"Triton could not compile {spec.name} for sm_{arch}: {r.stderr.strip().splitlines()[-1:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
