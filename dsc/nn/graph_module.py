@@ -84,10 +84,7 @@ class GraphModule(torch.nn.Module):
     @property
     def device(self) -> torch.device:
         """Where the weights live (follows module.to(...) once they are loaded)."""
-        for t in self.weights().values():
-            if not t.is_meta:
-                return t.device
-        return self._device
+        return next((p.device for p in self.parameters() if not p.is_meta), self._device)
 
     def _install(self, name: str, value: torch.Tensor) -> None:
         """A checkpoint weight as a parameter, a folded one as a buffer left out of state_dict."""

@@ -76,3 +76,21 @@ def test_compiles_for_a100_and_h100(arch, dtype):
     sig, const = signature(dtype)
     compiled = compile_for(SPEC, sig, const, arch)
     assert f".target sm_{arch}" in compiled["ptx"] and compiled["cubin_bytes"] > 0
+
+
+def test_triton_imported_first_on_a_cpu_machine_is_a_clear_error():
+    import os
+    import subprocess
+    import sys
+
+    if torch.cuda.is_available():
+        pytest.skip("the interpreter is only needed without CUDA")
+    code = ("import triton\n"
+            "from dsc.codegen.triton.build import load_kernel\n"
+            "from dsc.codegen.triton.latent_append import SPEC\n"
+            "from dsc.errors import DscError\n"
+            "try:\n    load_kernel(SPEC, 'cpu')\nexcept DscError as e:\n    print('refused:', e)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "refused: Triton was imported before its interpreter was enabled" in r.stdout
