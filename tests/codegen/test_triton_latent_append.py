@@ -6,11 +6,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsc.builders.mla import rope_attrs
-from dsc.builders.ops import inp, op, param
 from dsc.config import Config, Yarn, yarn_mscale
-from dsc.ir import Graph, interpret, sym
+from dsc.ir import interpret
 from dsc.ir.ops.rope import rope_inv_freq
+from latent_append_reference import reference_graph
 from strategies import seeds
 from util import BF16_TOL, assert_close
 
@@ -19,20 +18,6 @@ import dsc.codegen.triton  # noqa: E402,F401  (before triton: enables its interp
 triton = pytest.importorskip("triton")
 from dsc.codegen.triton.build import compile_for  # noqa: E402
 from dsc.codegen.triton.latent_append import SPEC, latent_append, signature, slot_mapping  # noqa: E402
-
-B, T, NB, P = sym("B"), sym("T"), sym("NB"), sym("P")
-
-
-def reference_graph(cfg: Config, rank: int, rope: int, page: int, dt: str) -> Graph:
-    kv = inp("kv", [B, T, rank + rope], dt)
-    pos = inp("positions", [B, T], "i64")
-    cache = inp("cache", [NB, page, rank + rope], dt)
-    table, lens = inp("block_table", [B, P], "i32"), inp("cache_seqlens", [B], "i32")
-    c = op("rms_norm", op("slice", kv, axis=-1, start=0, stop=rank), param("w", [rank], dt), eps=cfg.rms_norm_eps)
-    k = op("rope", op("slice", kv, axis=-1, start=rank, stop=rank + rope), pos, **rope_attrs(cfg))
-    out = op("paged_append", cache, table, lens, op("concat", c, k, axis=-1))
-    return Graph("latent_append", [kv, pos, cache, table, lens], {"cache": out})
-
 
 @given(seed=seeds, rank=st.sampled_from([8, 24, 32, 512]), rope=st.sampled_from([2, 6, 8, 64]),
        interleave=st.booleans(), page=st.sampled_from([1, 16, 64]), batch=st.integers(1, 3), tokens=st.integers(1, 3),

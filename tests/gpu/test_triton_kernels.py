@@ -1,0 +1,42 @@
+"""Triton kernel groups compiled natively on a CUDA device, at DeepSeek-V3 shapes,
+against the IR's reference ops (run on the same device)."""
+
+import pytest
+import torch
+
+from dsc.config import Config, yarn_mscale
+from dsc.ir import interpret
+from dsc.ir.ops.rope import rope_inv_freq
+
+
+@pytest.mark.parametrize("page", [1, 16, 64])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_latent_append_at_v3_shapes(page, dtype):
+    pytest.importorskip("triton")
+    from dsc.codegen.triton.latent_append import latent_append, slot_mapping
+    from latent_append_reference import reference_graph
+
+    cfg = Config.preset("deepseek-v3")
+    rank, rope = cfg.kv_lora_rank, cfg.qk_rope_head_dim
+    g = torch.Generator(device="cuda").manual_seed(0)
+    batch, tokens = 64, 2
+    lens = torch.randint(0, 4000, (batch,), generator=g, device="cuda", dtype=torch.int32)
+    per_row = -(-(int(lens.max()) + tokens) // page)
+    table = torch.randperm(batch * per_row, generator=g, device="cuda").view(batch, per_row).to(torch.int32)
+    cache = torch.randn(batch * per_row, page, rank + rope, generator=g, device="cuda").to(dtype)
+    kv = torch.randn(batch, tokens, rank + rope, generator=g, device="cuda").to(dtype)
+    w = (1 + 0.1 * torch.randn(rank, generator=g, device="cuda")).to(dtype)
+    pos = lens[:, None].to(torch.int64) + torch.arange(tokens, device="cuda")[None]
+    dt = "f32" if dtype == torch.float32 else "bf16"
+    ref = interpret(reference_graph(cfg, rank, rope, page, dt),
+                    {"kv": kv, "positions": pos, "cache": cache.clone(), "block_table": table, "cache_seqlens": lens},
+                    {"w": w})["cache"]
+    y = cfg.rope_scaling
+    inv_freq = rope_inv_freq(rope, cfg.rope_theta, y.factor, y.original_max_position_embeddings, y.beta_fast,
+                             y.beta_slow)
+    out = cache.clone()
+    latent_append(kv.reshape(-1, rank + rope), w, pos, slot_mapping(table, lens, tokens, page), inv_freq,
+                  yarn_mscale(y.factor, y.mscale) / yarn_mscale(y.factor, y.mscale_all_dim), cfg.rms_norm_eps,
+                  out.view(-1, rank + rope), rank, cfg.rope_interleave)
+    err = float((out.float() - ref.float()).norm() / ref.float().norm())
+    assert err < (1e-5 if dtype == torch.float32 else 1e-2), err
