@@ -6,9 +6,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsc.config import Config, Yarn, yarn_mscale
+from dsc.builders.mla import rope_attrs
+from dsc.config import Config, Yarn
 from dsc.ir import interpret
-from dsc.ir.ops.rope import rope_inv_freq
+from dsc.ir.ops.rope import rope_tables
 from latent_append_reference import reference_graph
 from strategies import seeds
 from util import BF16_TOL, assert_close
@@ -40,10 +41,7 @@ def test_matches_the_reference_ops(seed, rank, rope, interleave, page, batch, to
     ref = interpret(reference_graph(cfg, rank, rope, page, dt),
                     {"kv": kv, "positions": pos, "cache": cache.clone(), "block_table": table, "cache_seqlens": lens},
                     {"w": w})["cache"]
-    y = cfg.rope_scaling
-    inv_freq = rope_inv_freq(rope, cfg.rope_theta, y.factor if y else 1.0, y.original_max_position_embeddings if y
-                             else 4096, y.beta_fast if y else 32.0, y.beta_slow if y else 1.0)
-    mscale = yarn_mscale(y.factor, y.mscale) / yarn_mscale(y.factor, y.mscale_all_dim) if y else 1.0
+    inv_freq, mscale = rope_tables(rope, rope_attrs(cfg))
     out = cache.clone()
     latent_append(kv.reshape(-1, rank + rope), w, pos, slot_mapping(table, lens, tokens, page), inv_freq, mscale,
                   cfg.rms_norm_eps, out.view(-1, rank + rope), rank, interleave)

@@ -4,9 +4,10 @@ against the IR's reference ops (run on the same device)."""
 import pytest
 import torch
 
-from dsc.config import Config, yarn_mscale
+from dsc.builders.mla import rope_attrs
+from dsc.config import Config
 from dsc.ir import interpret
-from dsc.ir.ops.rope import rope_inv_freq
+from dsc.ir.ops.rope import rope_tables
 
 
 @pytest.mark.parametrize("page", [1, 16, 64])
@@ -31,12 +32,10 @@ def test_latent_append_at_v3_shapes(page, dtype):
     ref = interpret(reference_graph(cfg, rank, rope, page, dt),
                     {"kv": kv, "positions": pos, "cache": cache.clone(), "block_table": table, "cache_seqlens": lens},
                     {"w": w})["cache"]
-    y = cfg.rope_scaling
-    inv_freq = rope_inv_freq(rope, cfg.rope_theta, y.factor, y.original_max_position_embeddings, y.beta_fast,
-                             y.beta_slow)
+    inv_freq, mscale = rope_tables(rope, rope_attrs(cfg))
     out = cache.clone()
     latent_append(kv.reshape(-1, rank + rope), w, pos, slot_mapping(table, lens, tokens, page), inv_freq,
-                  yarn_mscale(y.factor, y.mscale) / yarn_mscale(y.factor, y.mscale_all_dim), cfg.rms_norm_eps,
+                  mscale, cfg.rms_norm_eps,
                   out.view(-1, rank + rope), rank, cfg.rope_interleave)
     err = float((out.float() - ref.float()).norm() / ref.float().norm())
     assert err < (1e-5 if dtype == torch.float32 else 1e-2), err

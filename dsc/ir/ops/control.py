@@ -7,8 +7,6 @@ decode and short prefill with one form of a layer and long prefill with another.
 
 from __future__ import annotations
 
-import sympy
-
 from dsc.ir.opdef import Attr, OpDef, register
 from dsc.ir.types import sym
 
@@ -38,7 +36,3 @@ class Dispatch(OpDef):
         if value is None:
             raise KeyError(attrs["symbol"])
         return 0 if value <= attrs["le"] else 1
-
-    @staticmethod
-    def piecewise(attrs: dict, first, second):
-        return sympy.Piecewise((first, sym(attrs["symbol"]) <= attrs["le"]), (second, True))

@@ -40,6 +40,15 @@ def rope_inv_freq(dim: int, theta: float, factor: float, original_max: int, beta
     return freq_inter * (1 - extra_mask) + freq_extra * extra_mask
 
 
+def rope_tables(dim: int, a: dict) -> tuple[torch.Tensor, float]:
+    """(inverse frequencies [dim // 2], cos/sin scale) for a rope op's attributes
+    (`dsc.builders.mla.rope_attrs(cfg)` gives them for a config)."""
+    inv_freq = rope_inv_freq(dim, a["theta"], a.get("factor", 1.0), a.get("original_max", 4096),
+                             a.get("beta_fast", 32.0), a.get("beta_slow", 1.0))
+    factor = a.get("factor", 1.0)
+    return inv_freq, yarn_mscale(factor, a.get("mscale", 1.0)) / yarn_mscale(factor, a.get("mscale_all_dim", 0.0))
+
+
 @register
 class Rope(OpDef):
     """x [B, T, ..., D] rotated by positions [B, T]."""
@@ -73,9 +82,8 @@ class Rope(OpDef):
     def reference(self, args, a):
         x, pos = args
         d = x.shape[-1]
-        inv_freq = rope_inv_freq(d, a["theta"], a["factor"], a["original_max"], a["beta_fast"], a["beta_slow"])
+        inv_freq, m = rope_tables(d, a)
         freqs = pos.to(torch.float32)[..., None] * inv_freq.to(x.device)  # [B, T, D/2]
-        m = yarn_mscale(a["factor"], a["mscale"]) / yarn_mscale(a["factor"], a["mscale_all_dim"])
         cos, sin = freqs.cos() * m, freqs.sin() * m
         for _ in range(x.dim() - 3):  # broadcast over head dims between T and D
             cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
