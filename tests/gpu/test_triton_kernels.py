@@ -39,3 +39,49 @@ def test_latent_append_at_v3_shapes(page, dtype):
                   out.view(-1, rank + rope), rank, cfg.rope_interleave)
     err = float((out.float() - ref.float()).norm() / ref.float().norm())
     assert err < (1e-5 if dtype == torch.float32 else 1e-2), err
+
+
+@pytest.mark.parametrize("page", [1, 16, 64])
+@pytest.mark.parametrize("heads, tokens", [(128, 1), (16, 2), (8, 1)])
+def test_mla_decode_at_v3_shapes(page, heads, tokens):
+    pytest.importorskip("triton")
+    from dsc import ops
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    batch, dk, dv = 16, 576, 512
+    lens = torch.randint(tokens, 4096, (batch,), generator=g, device="cuda", dtype=torch.int32)
+    per_row = -(-int(lens.max()) // page)
+    table = torch.randperm(batch * per_row, generator=g, device="cuda").view(batch, per_row).to(torch.int32)
+    cache = torch.randn(batch * per_row, page, dk, generator=g, device="cuda").to(torch.bfloat16)
+    q = torch.randn(batch, tokens, heads, dk, generator=g, device="cuda").to(torch.bfloat16)
+    scale = dk ** -0.5
+    out, lse = ops.mla_decode(q, cache, table, lens, scale, dv)
+    rows = cache[table.long()].reshape(batch, -1, dk).float()
+    s = torch.einsum("bthd,bsd->bhts", q.float(), rows) * scale
+    last = lens.long()[:, None] - tokens + torch.arange(tokens, device="cuda")[None]
+    s = s.masked_fill(torch.arange(rows.shape[1], device="cuda")[None, None] > last[:, :, None][:, None], float("-inf"))
+    ref = torch.einsum("bhts,bsd->bthd", s.softmax(-1), rows[..., :dv])
+    err = float((out.float() - ref).norm() / ref.norm())
+    assert err < 1e-2, err
+    lse_err = float((lse - s.logsumexp(-1)).norm() / s.logsumexp(-1).norm())
+    assert lse_err < 1e-3, lse_err
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_flash_attention_at_v3_naive_shapes(dtype):
+    pytest.importorskip("triton")
+    from dsc.codegen.triton.dense_attention import flash_attention
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    batch, tokens, heads, s = 2, 300, 16, 1100
+    lens = torch.tensor([0, s - tokens], dtype=torch.int32, device="cuda")
+    q = torch.randn(batch, tokens, heads, 192, generator=g, device="cuda").to(dtype)
+    kv = torch.randn(batch, s, heads, 320, generator=g, device="cuda").to(dtype)
+    k, v = kv[..., :192], kv[..., 192:]
+    out, _ = flash_attention(q, k, v, lens, 192 ** -0.5, len_offset=tokens)
+    sc = torch.einsum("bthd,bshd->bhts", q.float(), k.float()) * 192 ** -0.5
+    last = lens.long()[:, None] + torch.arange(tokens, device="cuda")[None]
+    sc = sc.masked_fill(torch.arange(s, device="cuda")[None, None] > last[:, :, None][:, None], float("-inf"))
+    ref = torch.einsum("bhts,bshd->bthd", sc.softmax(-1), v.float())
+    err = float((out.float() - ref).norm() / ref.norm())
+    assert err < 2e-2, err

@@ -1,0 +1,208 @@
+"""Kernel group: MLA attention over the paged latent cache, split-KV (flash-decoding).
+
+Absorbed MLA reads one latent row per cached token, [c_kv ; k_pe] (DK = 576 wide for
+V3), shared by every query head; the value is the row's first DV (512) columns. So one
+tile of cache rows is loaded once and used twice: as K for q·kᵀ and, its first DV
+columns, as V for p·v (FlashMLA's trick).
+
+Stage 1: grid (batch, query-row blocks, splits). A block of BLOCK_M query rows packs
+(token, head) pairs, so 16 heads x 2 MTP tokens fill one tensor-core tile. Each split
+walks its share of the row's cache positions page by page through the block table (any
+page size: each position's page is looked up) with an online softmax, and writes a
+partial output and its log-sum-exp. The split length comes from the block table's
+capacity, not from the lengths, so the launch needs no host sync (CUDA-graph safe);
+splits past a row's length exit early. Stage 2 merges the splits by their LSE.
+
+Causal: query token t of a row with `total` visible tokens (new ones included) sees
+positions 0 .. total - T + t.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2
+from dsc.errors import InputError
+
+SOURCE = '''
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def paged_mla_split(q_ptr, stride_qb, stride_qt, stride_qh, cache_ptr, table_ptr, stride_tb, lens_ptr, len_offset,
+                    mid_o_ptr, mid_lse_ptr, T, H, split_len, scale_log2,
+                    DK: tl.constexpr, DV: tl.constexpr, PAGE: tl.constexpr, SPLITS: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_DR: tl.constexpr,
+                    CAUSAL: tl.constexpr, DOT_F32: tl.constexpr):
+    b = tl.program_id(0)
+    split = tl.program_id(2)
+    m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # query rows: (token, head) pairs
+    row_ok = m < T * H
+    t = m // H
+    h = m % H
+    total = tl.load(lens_ptr + b) + len_offset
+    if CAUSAL:
+        last = total - T + t  # the last position each query row sees
+    else:
+        last = total - 1 + t * 0
+    start = split * split_len
+    stop = tl.minimum(start + split_len, total)
+
+    dv = tl.arange(0, BLOCK_DV)
+    dr = tl.arange(0, BLOCK_DR)
+    q_row = q_ptr + b.to(tl.int64) * stride_qb + t * stride_qt + h * stride_qh
+    q_nope = tl.load(q_row[:, None] + dv[None, :], mask=row_ok[:, None] & (dv[None, :] < DV), other=0.0)
+    q_pe = tl.load(q_row[:, None] + DV + dr[None, :], mask=row_ok[:, None] & (dr[None, :] < DK - DV), other=0.0)
+    if DOT_F32:
+        q_nope = q_nope.to(tl.float32)
+        q_pe = q_pe.to(tl.float32)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
+    for n0 in range(start, stop, BLOCK_N):
+        pos = n0 + tl.arange(0, BLOCK_N)
+        pos_ok = pos < stop
+        page = tl.load(table_ptr + b.to(tl.int64) * stride_tb + pos // PAGE, mask=pos_ok, other=0)
+        row = cache_ptr + (page.to(tl.int64) * PAGE + pos % PAGE) * DK
+        kv = tl.load(row[:, None] + dv[None, :], mask=pos_ok[:, None] & (dv[None, :] < DV), other=0.0)
+        k_pe = tl.load(row[:, None] + DV + dr[None, :], mask=pos_ok[:, None] & (dr[None, :] < DK - DV), other=0.0)
+        if DOT_F32:
+            kv = kv.to(tl.float32)
+            k_pe = k_pe.to(tl.float32)
+        s = tl.dot(q_nope, tl.trans(kv)) + tl.dot(q_pe, tl.trans(k_pe))
+        s = tl.where(pos[None, :] <= last[:, None], s * scale_log2, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[:, None])
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv)
+        m_i = m_new
+
+    seen = l_i > 0
+    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+    mid = (b.to(tl.int64) * T * H + m) * SPLITS + split
+    tl.store(mid_o_ptr + mid[:, None] * DV + dv[None, :], out, mask=row_ok[:, None] & (dv[None, :] < DV))
+    tl.store(mid_lse_ptr + mid, lse, mask=row_ok)
+
+
+@triton.jit
+def paged_mla_combine(mid_o_ptr, mid_lse_ptr, out_ptr, lse_ptr, T, H,
+                      DV: tl.constexpr, SPLITS: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_DV: tl.constexpr):
+    row = tl.program_id(0)  # (b, t, h) row-major
+    s = tl.arange(0, BLOCK_S)
+    dv = tl.arange(0, BLOCK_DV)
+    lse = tl.load(mid_lse_ptr + row.to(tl.int64) * SPLITS + s, mask=s < SPLITS, other=float("-inf"))
+    g = tl.max(lse, axis=0)
+    g_safe = tl.where(g == float("-inf"), 0.0, g)
+    w = tl.exp(lse - g_safe)
+    total = tl.sum(w, axis=0)
+    o = tl.load(mid_o_ptr + (row.to(tl.int64) * SPLITS + s[:, None]) * DV + dv[None, :],
+                mask=(s[:, None] < SPLITS) & (dv[None, :] < DV), other=0.0)
+    out = tl.sum(o * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
+    tl.store(out_ptr + row.to(tl.int64) * DV + dv, out.to(out_ptr.dtype.element_ty), mask=dv < DV)
+    # lse goes out as [B, H, T] (FlashMLA's layout)
+    b = row // (T * H)
+    t = (row // H) % T
+    h = row % H
+    tl.store(lse_ptr + (b * H + h) * T + t, tl.where(total > 0, g_safe + tl.log(total), float("-inf")))
+'''
+
+SPLIT = KernelSpec("paged_mla_split", SOURCE)
+COMBINE = KernelSpec("paged_mla_combine", SOURCE)
+
+BLOCK_N = 16  # cache positions per inner step; pages of 16/64 hold whole steps, page 1 is gathered per row
+
+
+def _block_m(rows: int) -> int:
+    # tl.dot needs M >= 16; past 32 rows the [M, 512] float32 accumulator spills registers
+    return max(16, min(32, next_pow2(rows)))
+
+
+def default_splits(batch: int, row_blocks: int, capacity: int, device: torch.device) -> int:
+    """Enough programs for two waves of the GPU's SMs; one split on the CPU interpreter,
+    where every program costs milliseconds."""
+    if device.type != "cuda":
+        return 1
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    want = -(-2 * sms // max(1, batch * row_blocks))
+    return max(1, min(want, -(-capacity // (4 * BLOCK_N)), 64))
+
+
+def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch.Tensor, lengths: torch.Tensor,
+                        scale: float, v_dim: int, *, len_offset: int = 0, causal: bool = True,
+                        num_splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [B, T, H, DK]; cache [pages, page_size, DK]; block_table [B, P] int32; lengths [B]
+    int32 (plus len_offset: the tokens each row holds, new ones included). Returns
+    (out [B, T, H, v_dim] in q's dtype, lse [B, H, T] float32, natural log)."""
+    _check(q, cache, block_table, lengths, v_dim)
+    batch, tokens, heads, dk = q.shape
+    page = cache.shape[1]
+    rows = tokens * heads
+    bm = _block_m(rows)
+    row_blocks = -(-rows // bm)
+    capacity = block_table.shape[1] * page
+    splits = num_splits or default_splits(batch, row_blocks, capacity, q.device)
+    per_split = -(-capacity // splits)
+    split_len = -(-per_split // BLOCK_N) * BLOCK_N  # whole inner steps
+    q = q if q.stride(-1) == 1 else q.contiguous()
+    cache = cache.contiguous()
+    table = block_table.contiguous()
+    mid_o = torch.empty(batch * rows * splits * v_dim, dtype=torch.float32, device=q.device)
+    mid_lse = torch.empty(batch * rows * splits, dtype=torch.float32, device=q.device)
+    out = torch.empty(batch, tokens, heads, v_dim, dtype=q.dtype, device=q.device)
+    lse = torch.empty(batch, heads, tokens, dtype=torch.float32, device=q.device)
+    interpret = q.device.type != "cuda"
+    split = load_kernel(SPLIT, q.device)
+    split[(batch, row_blocks, splits)](
+        q, q.stride(0), q.stride(1), q.stride(2), cache, table, table.stride(0), lengths, len_offset,
+        mid_o, mid_lse, tokens, heads, split_len, scale * math.log2(math.e),
+        DK=dk, DV=v_dim, PAGE=page, SPLITS=splits, BLOCK_M=bm, BLOCK_N=BLOCK_N, BLOCK_DV=max(16, next_pow2(v_dim)),
+        BLOCK_DR=max(16, next_pow2(dk - v_dim)), CAUSAL=causal, DOT_F32=interpret or q.dtype == torch.float32)
+    combine = load_kernel(COMBINE, q.device)
+    combine[(batch * rows,)](mid_o, mid_lse, out, lse, tokens, heads, DV=v_dim, SPLITS=splits,
+                             BLOCK_S=next_pow2(splits), BLOCK_DV=next_pow2(v_dim))
+    return out, lse
+
+
+def _check(q, cache, block_table, lengths, v_dim):
+    def bad(why):
+        raise InputError(f"paged MLA attention: {why}")
+
+    if q.dim() != 4:
+        bad(f"q must be [batch, tokens, heads, dim], got shape {tuple(q.shape)}")
+    if cache.dim() != 3 or cache.shape[2] != q.shape[3]:
+        bad(f"cache must be [pages, page_size, {q.shape[3]}] (q's width), got {tuple(cache.shape)}")
+    if cache.dtype != q.dtype:
+        bad(f"cache dtype {cache.dtype} differs from q's {q.dtype}")
+    if not 0 < v_dim <= q.shape[3]:
+        bad(f"v_dim {v_dim} must be in 1..{q.shape[3]} (a prefix of each cache row)")
+    if block_table.dim() != 2 or block_table.shape[0] != q.shape[0] or block_table.dtype != torch.int32:
+        bad(f"block_table must be int32 [{q.shape[0]}, pages per row], got {block_table.dtype} "
+            f"{tuple(block_table.shape)}")
+    if lengths.shape != (q.shape[0],) or lengths.dtype != torch.int32:
+        bad(f"cache_seqlens must be int32 [{q.shape[0]}], got {lengths.dtype} {tuple(lengths.shape)}")
+    for name, t in (("cache", cache), ("block_table", block_table), ("cache_seqlens", lengths)):
+        if t.device != q.device:
+            bad(f"{name} is on {t.device}, q on {q.device}")
+
+
+def signature(dtype: str, heads: int = 128, tokens: int = 1, page: int = 64, splits: int = 8) -> list[tuple]:
+    """(spec, signature, constexprs) of both kernels at DeepSeek-V3's widths, for compile checks."""
+    bm = _block_m(tokens * heads)
+    split_sig = {"q_ptr": f"*{dtype}", "stride_qb": "i32", "stride_qt": "i32", "stride_qh": "i32",
+                 "cache_ptr": f"*{dtype}", "table_ptr": "*i32", "stride_tb": "i32", "lens_ptr": "*i32",
+                 "len_offset": "i32", "mid_o_ptr": "*fp32", "mid_lse_ptr": "*fp32", "T": "i32", "H": "i32",
+                 "split_len": "i32", "scale_log2": "fp32"}
+    split_const = {"DK": 576, "DV": 512, "PAGE": page, "SPLITS": splits, "BLOCK_M": bm, "BLOCK_N": BLOCK_N,
+                   "BLOCK_DV": 512, "BLOCK_DR": 64, "CAUSAL": True, "DOT_F32": dtype == "fp32"}
+    comb_sig = {"mid_o_ptr": "*fp32", "mid_lse_ptr": "*fp32", "out_ptr": f"*{dtype}", "lse_ptr": "*fp32",
+                "T": "i32", "H": "i32"}
+    comb_const = {"DV": 512, "SPLITS": splits, "BLOCK_S": next_pow2(splits), "BLOCK_DV": 512}
+    return [(SPLIT, {**split_sig, **{k: "constexpr" for k in split_const}}, split_const),
+            (COMBINE, {**comb_sig, **{k: "constexpr" for k in comb_const}}, comb_const)]
