@@ -10,6 +10,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 # compiled kernels go to a private cache, never the user's
 os.environ.setdefault("DSC_CACHE_DIR", tempfile.mkdtemp(prefix="dsc-test-cache-"))
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, stated to silence its warning
+# before any test module imports triton: without CUDA this switches on Triton's interpreter
+import dsc.codegen.triton  # noqa: E402,F401
 
 settings.register_profile("dsc", deadline=None, max_examples=25,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

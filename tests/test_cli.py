@@ -84,7 +84,7 @@ def test_show_cost_prints_both_forms_and_the_crossover():
     (("run", "--layer", "ffn"), "argument --layer: invalid choice"),
     (("run", "--batch", "0"), "--batch must be at least 1"),
     (("run", "--passes", "magic"), "passes: unknown pass 'magic'"),
-    (("run", "--backend", "triton"), "backend 'triton' is not built yet"),
+    (("run", "--backend", "tvm"), "backend 'tvm' is not built yet"),
     (("show", "deepseek-v9"), "unknown preset"),
     (("frobnicate",), "invalid choice"),
 ])
@@ -94,6 +94,12 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_run_mla_on_the_triton_backend():
+    r = dsc("run", "--layer", "mla", "--backend", "triton")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(" ok ") == 2 and "backend triton" in r.stdout
 
 
 def test_malformed_and_invalid_config_files(tmp_path):

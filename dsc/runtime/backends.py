@@ -17,6 +17,12 @@ Runner = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], dict
 def make_runner(g: Graph, backend: str) -> Runner:
     if backend == "reference":
         return lambda inputs, params: interpret(g, inputs, params, check_shapes=False)
+    if backend == "triton":
+        import dsc.codegen.triton  # noqa: F401  (enables the interpreter on a machine without CUDA)
+        from dsc.codegen.triton.lower import KINDS, lower
+        from dsc.runtime.executor import Executor
+
+        return Executor(g, lower, KINDS)
     if backend in BACKENDS:
-        raise DscError(f"backend {backend!r} is not built yet: this version of dsc runs backend='reference' only")
+        raise DscError(f"backend {backend!r} is not built yet: this version of dsc runs 'reference' and 'triton'")
     raise ConfigError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

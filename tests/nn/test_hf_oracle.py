@@ -14,7 +14,7 @@ import logging
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsc.config import Config, Yarn
@@ -108,17 +108,14 @@ def tolerance(module) -> float:
     return max(F32_TOL, error_bound(module.graph))
 
 
-@pytest.mark.parametrize("passes", PIPELINES, ids=["none", "default", "fp8"])
-@pytest.mark.parametrize("version", [2, 3])
-@given(data=st.data(), seed=seeds)
-def test_mla_prefill_and_decode_match_hf(version, passes, data, seed):
+def check_mla_against_hf(version, passes, data, seed, backend="reference"):
     fp8 = passes == FP8_PIPELINE
     cfg = data.draw(fp8_configs(hf_configs(version)) if fp8 else hf_configs(version))
     batch, prefill = data.draw(st.integers(1, 2)), data.draw(st.integers(4 if fp8 else 1, 8))
     _, attn, _, rotary = hf_modules(cfg)
     sd = random_checkpoint(cfg, "mla", seed=seed)
     attn.load_state_dict(sd, strict=True)
-    mla = MLA(cfg, passes=passes)
+    mla = MLA(cfg, passes=passes, backend=backend)
     mla.load_state_dict(sd)
     cache, hf_cache = mla.new_cache(batch, prefill + 2), DynamicCache()
     gen = torch.Generator().manual_seed(seed)
@@ -128,8 +125,23 @@ def test_mla_prefill_and_decode_match_hf(version, passes, data, seed):
         pos = torch.arange(past, past + t).repeat(batch, 1)
         ref, _ = attn(hidden_states=x, position_embeddings=rotary(x, pos), attention_mask=causal_mask(t, past),
                       past_key_values=hf_cache)
-        assert_close(mla(x, pos, cache), ref, tolerance(mla), f"MLA vs HF (t={t}, past={past}, {passes})")
+        assert_close(mla(x, pos, cache), ref, tolerance(mla), f"MLA vs HF (t={t}, past={past}, {passes}, {backend})")
         past += t
+
+
+@pytest.mark.parametrize("passes", PIPELINES, ids=["none", "default", "fp8"])
+@pytest.mark.parametrize("version", [2, 3])
+@given(data=st.data(), seed=seeds)
+def test_mla_prefill_and_decode_match_hf(version, passes, data, seed):
+    check_mla_against_hf(version, passes, data, seed)
+
+
+@pytest.mark.parametrize("passes", ["none", "default"])
+@pytest.mark.parametrize("version", [2, 3])
+@settings(max_examples=6)  # Triton's interpreter: about half a second a call
+@given(data=st.data(), seed=seeds)
+def test_triton_mla_prefill_and_decode_match_hf(version, passes, data, seed):
+    check_mla_against_hf(version, passes, data, seed, backend="triton")
 
 
 @pytest.mark.parametrize("passes", PIPELINES, ids=["none", "default", "fp8"])

@@ -27,6 +27,26 @@ class KernelSpec:
     source: str
 
 
+# Prepended to kernel sources that store float results. A float32 -> bf16 conversion
+# rounds to nearest even on a GPU but truncates under Triton's interpreter (NOTES.md);
+# rounding on the bits gives the same answer on both.
+HELPERS = '''
+@triton.jit
+def to_out(x, ty: tl.constexpr):
+    if ty == tl.bfloat16:
+        bits = x.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        x = bits.to(tl.float32, bitcast=True)
+    return x.to(ty)
+'''
+
+
+def with_helpers(source: str) -> str:
+    """source (starting with its imports) with HELPERS after the imports."""
+    head, sep, body = source.partition("import triton.language as tl\n")
+    return head + sep + HELPERS + body
+
+
 def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
@@ -64,29 +84,44 @@ import importlib.util, json, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-path, name, signature, constexprs, arch = json.loads(sys.argv[1])
-spec = importlib.util.spec_from_file_location("kernel_under_check", path)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-compiled = triton.compile(ASTSource(getattr(module, name), signature, constexprs=constexprs),
-                          target=GPUTarget("cuda", arch, 32))
-print(json.dumps({"ptx": compiled.asm["ptx"], "cubin_bytes": len(compiled.asm["cubin"]),
-                  "shared": compiled.metadata.shared}))
+jobs, arch = json.load(sys.stdin)
+for i, (path, name, signature, constexprs) in enumerate(jobs):
+    spec = importlib.util.spec_from_file_location(f"kernel_under_check_{i}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        compiled = triton.compile(ASTSource(getattr(module, name), signature, constexprs=constexprs),
+                                  target=GPUTarget("cuda", arch, 32))
+    except Exception as e:
+        print(json.dumps({"error": f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[-1:]}"}))
+        continue
+    print(json.dumps({"ptx": compiled.asm["ptx"], "cubin_bytes": len(compiled.asm["cubin"]),
+                      "shared": compiled.metadata.shared}))
 """
 
 
-def compile_for(spec: KernelSpec, signature: dict, constexprs: dict, arch: int) -> dict:
-    """Compile spec for CUDA compute capability `arch` (80, 90) without a GPU. Runs in a
-    fresh process with the interpreter off (Triton fixes the mode at import). Returns
-    {"ptx": ..., "cubin_bytes": ..., "shared": ...}; a compile error raises DscError
-    with Triton's message."""
+def compile_all(jobs: list[tuple[KernelSpec, dict, dict]], arch: int) -> list[dict]:
+    """Compile each (spec, signature, constexprs) for CUDA compute capability `arch`
+    (80, 90) without a GPU, in one fresh process with the interpreter off (Triton fixes
+    the mode at import). Returns {"ptx", "cubin_bytes", "shared"} per job; a compile
+    error raises DscError with Triton's message."""
     import json
     import subprocess
 
-    entry = _entry(spec, f"sm{arch}", False)
+    payload = [[_entry(spec, f"sm{arch}", False).file("kernel.py"), spec.name, sig, const]
+               for spec, sig, const in jobs]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    args = json.dumps([entry.file("kernel.py"), spec.name, signature, constexprs, arch])
-    r = subprocess.run([sys.executable, "-c", _COMPILE, args], capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, "-c", _COMPILE], input=json.dumps([payload, arch]), capture_output=True,
+                       text=True, env=env)
     if r.returncode != 0:
-        raise DscError(f"Triton could not compile {spec.name} for sm_{arch}: {r.stderr.strip().splitlines()[-1:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+        raise DscError(f"Triton could not compile for sm_{arch}: {r.stderr.strip().splitlines()[-1:]}")
+    results = [json.loads(line) for line in r.stdout.strip().splitlines() if line.startswith("{")]
+    for res in results:
+        if "error" in res:
+            raise DscError(f"Triton could not compile for sm_{arch}: {res['error']}")
+    return results
+
+
+def compile_for(spec: KernelSpec, signature: dict, constexprs: dict, arch: int) -> dict:
+    """compile_all for one kernel."""
+    return compile_all([(spec, signature, constexprs)], arch)[0]

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2
+from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
 
 SOURCE = '''
 import triton
@@ -69,13 +69,13 @@ def flash_attention(q_ptr, sqb, sqt, sqh, k_ptr, skb, sks, skh, v_ptr, svb, svs,
     seen = l_i > 0
     out = acc / tl.where(seen, l_i, 1.0)[:, None]
     o_row = ((b.to(tl.int64) * T + t) * H + h) * DV
-    tl.store(out_ptr + o_row[:, None] + dv[None, :], out.to(out_ptr.dtype.element_ty),
+    tl.store(out_ptr + o_row[:, None] + dv[None, :], to_out(out, out_ptr.dtype.element_ty),
              mask=t_ok[:, None] & (dv[None, :] < DV))
     lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
     tl.store(lse_ptr + (b * H + h) * T + t, lse, mask=t_ok)
 '''
 
-SPEC = KernelSpec("flash_attention", SOURCE)
+SPEC = KernelSpec("flash_attention", with_helpers(SOURCE))
 BLOCK_N = 32
 
 

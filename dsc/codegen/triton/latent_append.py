@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2
+from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
 
 SOURCE = '''
 import triton
@@ -33,8 +33,8 @@ def latent_append(kv_ptr, kv_stride, w_ptr, pos_ptr, slot_ptr, inv_freq_ptr, cac
     c = tl.load(src + r, mask=rm, other=0.0).to(tl.float32)
     inv_rms = 1.0 / tl.sqrt(tl.sum(c * c, axis=0) / RANK + eps)
     w = tl.load(w_ptr + r, mask=rm, other=0.0).to(tl.float32)
-    normed = (c * inv_rms).to(out_ty).to(tl.float32) * w
-    tl.store(dst + r, normed.to(out_ty), mask=rm)
+    normed = to_out(c * inv_rms, out_ty).to(tl.float32) * w
+    tl.store(dst + r, to_out(normed, out_ty), mask=rm)
 
     # RoPE of k_pe; the result is written de-interleaved (first halves, then second halves)
     h = tl.arange(0, BLOCK_H)
@@ -50,11 +50,11 @@ def latent_append(kv_ptr, kv_stride, w_ptr, pos_ptr, slot_ptr, inv_freq_ptr, cac
     angle = tl.load(pos_ptr + row).to(tl.float32) * tl.load(inv_freq_ptr + h, mask=hm, other=0.0)
     cos = tl.cos(angle) * mscale
     sin = tl.sin(angle) * mscale
-    tl.store(dst + RANK + h, (x1 * cos - x2 * sin).to(out_ty), mask=hm)
-    tl.store(dst + RANK + ROPE // 2 + h, (x2 * cos + x1 * sin).to(out_ty), mask=hm)
+    tl.store(dst + RANK + h, to_out(x1 * cos - x2 * sin, out_ty), mask=hm)
+    tl.store(dst + RANK + ROPE // 2 + h, to_out(x2 * cos + x1 * sin, out_ty), mask=hm)
 '''
 
-SPEC = KernelSpec("latent_append", SOURCE)
+SPEC = KernelSpec("latent_append", with_helpers(SOURCE))
 
 
 def slot_mapping(block_table: torch.Tensor, cache_seqlens: torch.Tensor, tokens: int, page_size: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2
+from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
 from dsc.errors import InputError
 
 SOURCE = '''
@@ -105,7 +105,7 @@ def paged_mla_combine(mid_o_ptr, mid_lse_ptr, out_ptr, lse_ptr, T, H,
     o = tl.load(mid_o_ptr + (row.to(tl.int64) * SPLITS + s[:, None]) * DV + dv[None, :],
                 mask=(s[:, None] < SPLITS) & (dv[None, :] < DV), other=0.0)
     out = tl.sum(o * w[:, None], axis=0) / tl.where(total > 0, total, 1.0)
-    tl.store(out_ptr + row.to(tl.int64) * DV + dv, out.to(out_ptr.dtype.element_ty), mask=dv < DV)
+    tl.store(out_ptr + row.to(tl.int64) * DV + dv, to_out(out, out_ptr.dtype.element_ty), mask=dv < DV)
     # lse goes out as [B, H, T] (FlashMLA's layout)
     b = row // (T * H)
     t = (row // H) % T
@@ -113,8 +113,8 @@ def paged_mla_combine(mid_o_ptr, mid_lse_ptr, out_ptr, lse_ptr, T, H,
     tl.store(lse_ptr + (b * H + h) * T + t, tl.where(total > 0, g_safe + tl.log(total), float("-inf")))
 '''
 
-SPLIT = KernelSpec("paged_mla_split", SOURCE)
-COMBINE = KernelSpec("paged_mla_combine", SOURCE)
+SPLIT = KernelSpec("paged_mla_split", with_helpers(SOURCE))
+COMBINE = KernelSpec("paged_mla_combine", with_helpers(SOURCE))
 
 BLOCK_N = 16  # cache positions per inner step; pages of 16/64 hold whole steps, page 1 is gathered per row
 

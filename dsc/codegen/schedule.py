@@ -1,0 +1,164 @@
+"""Partition an optimized graph into kernel groups, one fused kernel per group.
+
+Backend-independent: Triton and TVM lower the same groups, so each checks the other.
+The rules, in the spirit of a fusing scheduler (Inductor, TVM's FuseOps):
+
+- Layout ops (reshape, slice, expand, permute) are views: no kernel; the kernels that
+  read them take strides.
+- Row ops (elementwise ops, casts, RMSNorm, RoPE, last-axis concat) are fused into
+  their consumer while it is a row op over the same leading dims and they have no other
+  user; what remains is one generated row kernel per root. A paged_append whose new
+  rows come from a row region writes them straight into the cache pages (the MLA
+  "RMSNorm + RoPE + latent-cache write" group) instead of materializing them.
+- Attention over a gathered paged cache with one shared latent head, whose V is a
+  prefix of K, reads the pages directly (MLA decode, split-KV); any other attention is
+  dense flash attention.
+- Matrix ops (linear, einsum) are GEMMs.
+- dispatch picks a branch at run time; groups are scheduled for both branches and the
+  runtime runs only what the chosen branch reaches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dsc.errors import DscError
+from dsc.ir.graph import Graph
+from dsc.ir.node import Node
+
+VIEW_OPS = frozenset({"reshape", "slice", "expand", "permute"})
+ROW_OPS = frozenset({"cast", "add", "mul", "scale", "silu", "rms_norm", "rope", "concat"})
+GEMM_OPS = frozenset({"linear", "einsum"})
+
+
+@dataclass(eq=False)
+class Group:
+    """One kernel launch (or a host-side view/branch choice for kind view/dispatch).
+
+    root: the node whose value the group produces; nodes: the row-region nodes fused
+    into it (root first); inputs: the values it reads from outside (graph leaves, other
+    groups' roots, views)."""
+
+    kind: str
+    root: Node
+    nodes: tuple[Node, ...] = ()
+    inputs: tuple[Node, ...] = field(default=())
+
+    def __repr__(self) -> str:
+        fused = "+".join(n.op for n in reversed(self.nodes)) or self.root.op
+        return f"Group({self.kind}: {fused})"
+
+
+def is_row_op(n: Node) -> bool:
+    if n.op == "concat":
+        return n.attrs["axis"] % n.type.rank == n.type.rank - 1
+    return n.op in ROW_OPS
+
+
+def _users(g: Graph) -> dict[int, list[Node]]:
+    users: dict[int, list[Node]] = {}
+    for n in g.nodes():
+        for s in n.srcs:
+            users.setdefault(id(s), []).append(n)
+    return users
+
+
+def _leading(n: Node) -> tuple:
+    return tuple(n.shape[:-1])
+
+
+def _paged_kv(k: Node, v: Node):
+    """(cache, block_table) when k = reshape(paged_gather(cache, table)) to one head and
+    v = k[..., :dv]: attention that can read the pages directly."""
+    if k.op != "reshape" or k.shape[2] != 1 or k.srcs[0].op != "paged_gather":
+        return None
+    if v.op != "slice" or v.srcs[0] is not k or v.attrs["start"] != 0 or v.attrs["axis"] % 4 != 3:
+        return None
+    return k.srcs[0].srcs
+
+
+def schedule(g: Graph, supported: frozenset[str] | None = None) -> list[Group]:
+    """Groups in execution order (sources before users). `supported`: the kinds a
+    backend implements; a node no kind covers is a DscError naming its op."""
+    users = _users(g)
+    outputs = {id(v) for _, v in g.outputs}
+
+    def inlined(n: Node) -> bool:
+        """Fused into its one user rather than materialized."""
+        us = users.get(id(n), [])
+        if not is_row_op(n) or id(n) in outputs or len(us) != 1:
+            return False
+        u = us[0]
+        if u.op == "paged_append":
+            return u.srcs[3] is n
+        return is_row_op(u) and _leading(u) == _leading(n)
+
+    groups: list[Group] = []
+    for n in g.nodes():
+        if n.op in ("input", "param") or inlined(n):
+            continue
+        if n.op in VIEW_OPS:
+            groups.append(Group("view", n, inputs=(n.srcs[0],)))
+        elif n.op == "dispatch":
+            groups.append(Group("dispatch", n, inputs=n.srcs))
+        elif is_row_op(n) or n.op == "paged_append":
+            region = _region(n, inlined)
+            inside = {id(r) for r in region}
+            ins = _unique(s for r in region for s in r.srcs if id(s) not in inside)
+            groups.append(Group("paged_append" if n.op == "paged_append" else "rowwise", n, tuple(region), ins))
+        elif n.op == "paged_gather":
+            groups.append(Group("paged_gather", n, (n,), n.srcs))
+        elif n.op == "attention":
+            q, k, v, lens = n.srcs
+            paged = _paged_kv(k, v)
+            if paged is not None:
+                groups.append(Group("paged_attention", n, (n,), (q, *paged, lens)))
+            else:
+                groups.append(Group("attention", n, (n,), n.srcs))
+        elif n.op in GEMM_OPS:
+            groups.append(Group("gemm", n, (n,), n.srcs))
+        else:
+            raise DscError(f"no kernel group covers op {n.op!r} (in graph {g.name}) yet")
+    if supported is not None:
+        for grp in groups:
+            if grp.kind not in supported:
+                raise DscError(f"this backend has no kernel for group {grp.kind!r} ({grp.root.op})")
+    return groups
+
+
+def _region(root: Node, inlined) -> list[Node]:
+    """root and every inlined row node it reaches, root first."""
+    region, stack, seen = [], [root], set()
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        region.append(n)
+        stack.extend(s for s in n.srcs if inlined(s))
+    return region
+
+
+def _unique(nodes) -> tuple[Node, ...]:
+    out, seen = [], set()
+    for n in nodes:
+        if id(n) not in seen:
+            seen.add(id(n))
+            out.append(n)
+    return tuple(out)
+
+
+def live_groups(groups: list[Group], g: Graph, choose) -> list[Group]:
+    """The groups one call runs: those the outputs reach through group inputs, taking at
+    each dispatch only the branch `choose` picks."""
+    by_root = {id(grp.root): grp for grp in groups}
+    live: set[int] = set()
+    stack = [v for _, v in g.outputs]
+    while stack:
+        n = stack.pop()
+        grp = by_root.get(id(n))
+        if grp is None or id(grp) in live:
+            continue
+        live.add(id(grp))
+        stack.extend([n.srcs[choose(n)]] if grp.kind == "dispatch" else grp.inputs)
+    return [grp for grp in groups if id(grp) in live]

@@ -1,0 +1,135 @@
+"""Kernel group: (batched) GEMM for linear and einsum, where no fusion applies.
+
+C[b] = A[b] @ B[b] with every operand addressed through strides, so a linear's
+nn.Linear weight [N, K] is read as B = Wᵀ without a copy, and an einsum's per-head
+contraction runs on permuted views. float32 accumulation; tile sizes and pipelining
+are constexpr parameters (the autotuner's search space).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.errors import DscError
+
+SOURCE = '''
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def batched_gemm(a_ptr, sab, sam, sak, b_ptr, sbb, sbk, sbn, c_ptr, scb, scm, scn, M, N, K,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+                 DOT_F32: tl.constexpr):
+    pid = tl.program_id(0)
+    batch = tl.program_id(1).to(tl.int64)
+    # grouped ordering: GROUP_M row tiles share their B tiles in L2
+    tiles_m = tl.cdiv(M, BLOCK_M)
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * tiles_n
+    first_m = (pid // per_group) * GROUP_M
+    group_m = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group_m
+    pid_n = (pid % per_group) // group_m
+
+    rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    a = a_ptr + batch * sab + rm[:, None].to(tl.int64) * sam + rk[None, :] * sak
+    b = b_ptr + batch * sbb + rk[:, None] * sbk + rn[None, :].to(tl.int64) * sbn
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        ka = tl.load(a, mask=(rm[:, None] < M) & (rk[None, :] + k0 < K), other=0.0)
+        kb = tl.load(b, mask=(rk[:, None] + k0 < K) & (rn[None, :] < N), other=0.0)
+        if DOT_F32:
+            ka = ka.to(tl.float32)
+            kb = kb.to(tl.float32)
+        acc = tl.dot(ka, kb, acc)
+        a += BLOCK_K * sak
+        b += BLOCK_K * sbk
+    c = c_ptr + batch * scb + rm[:, None].to(tl.int64) * scm + rn[None, :] * scn
+    tl.store(c, to_out(acc, c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
+'''
+
+SPEC = KernelSpec("batched_gemm", with_helpers(SOURCE))
+
+
+def default_config(m: int, n: int, k: int, device: torch.device) -> dict:
+    if device.type != "cuda":  # the interpreter: few, large programs
+        return {"BLOCK_M": max(16, min(64, next_pow2(m))), "BLOCK_N": max(16, min(128, next_pow2(n))),
+                "BLOCK_K": max(16, min(64, next_pow2(k))), "GROUP_M": 8, "num_warps": 4, "num_stages": 1}
+    return {"BLOCK_M": 64 if m > 32 else 16, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4,
+            "num_stages": 3}
+
+
+def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, config: dict | None = None) -> torch.Tensor:
+    """c[i] = a[i] @ b[i] for 3-D views a [Bt, M, K], b [Bt, K, N], c [Bt, M, N]."""
+    bt, m, k = a.shape
+    n = b.shape[2]
+    cfg = config or default_config(m, n, k, a.device)
+    meta = {key: v for key, v in cfg.items() if key not in ("num_warps", "num_stages")}
+    launch = {} if a.device.type != "cuda" else {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+    grid = (-(-m // cfg["BLOCK_M"]) * -(-n // cfg["BLOCK_N"]), bt)
+    if m and n and bt:
+        load_kernel(SPEC, a.device)[grid](a, a.stride(0), a.stride(1), a.stride(2), b, b.stride(0), b.stride(1),
+                                          b.stride(2), c, c.stride(0), c.stride(1), c.stride(2), m, n, k,
+                                          DOT_F32=a.device.type != "cuda" or a.dtype == torch.float32,
+                                          **meta, **launch)
+    return c
+
+
+def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x [..., K] @ w[N, K]ᵀ."""
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, x.shape[-1])
+    out = torch.empty(*lead, w.shape[0], dtype=x.dtype, device=x.device)
+    bmm_into(x2[None], w.t()[None], out.view(-1, w.shape[0])[None])
+    return out
+
+
+def einsum(spec: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A two-operand contraction as a batched GEMM over permuted views: letters in both
+    operands and the output are the batch, in x and the output only M, in y and the
+    output only N, in both operands only K (summed)."""
+    ins, out_letters = spec.replace(" ", "").split("->")
+    xl, yl = ins.split(",")
+    if len(set(xl)) != len(xl) or len(set(yl)) != len(yl):
+        raise DscError(f"einsum {spec!r}: repeated letters in one operand have no GEMM form")
+    size = {**dict(zip(xl, x.shape)), **dict(zip(yl, y.shape))}
+    batch = [c for c in out_letters if c in xl and c in yl]
+    ms = [c for c in out_letters if c in xl and c not in yl]
+    ns = [c for c in out_letters if c in yl and c not in xl]
+    ks = [c for c in xl if c in yl and c not in out_letters]
+    if set(xl) - set(batch + ms + ks) or set(yl) - set(batch + ns + ks):
+        raise DscError(f"einsum {spec!r}: a letter summed within one operand has no GEMM form")
+
+    def prod(letters):
+        p = 1
+        for c in letters:
+            p *= size[c]
+        return p
+
+    bt, m, n, k = prod(batch), prod(ms), prod(ns), prod(ks)
+    a = x.permute([xl.index(c) for c in batch + ms + ks]).reshape(bt, m, k)
+    b = y.permute([yl.index(c) for c in batch + ks + ns]).reshape(bt, k, n)
+    out = torch.empty([size[c] for c in out_letters], dtype=x.dtype, device=x.device)
+    perm = [out_letters.index(c) for c in batch + ms + ns]
+    try:
+        c = out.permute(perm).view(bt, m, n)
+    except RuntimeError:  # the output letters interleave batch and M/N: compute, then lay out
+        c = torch.empty(bt, m, n, dtype=x.dtype, device=x.device)
+        bmm_into(a, b, c)
+        out.permute(perm).copy_(c.view([size[ch] for ch in batch + ms + ns]))
+        return out
+    bmm_into(a, b, c)
+    return out
+
+
+def signature(dtype: str) -> list[tuple]:
+    """(spec, signature, constexprs) at GPU tile sizes, for compile checks."""
+    sig = {name: "i32" for name in ("sab", "sam", "sak", "sbb", "sbk", "sbn", "scb", "scm", "scn", "M", "N", "K")}
+    sig.update({"a_ptr": f"*{dtype}", "b_ptr": f"*{dtype}", "c_ptr": f"*{dtype}"})
+    const = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "DOT_F32": dtype == "fp32"}
+    order = ["a_ptr", "sab", "sam", "sak", "b_ptr", "sbb", "sbk", "sbn", "c_ptr", "scb", "scm", "scn", "M", "N", "K"]
+    return [(SPEC, {**{k: sig[k] for k in order}, **{k: "constexpr" for k in const}}, const)]

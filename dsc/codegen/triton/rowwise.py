@@ -1,0 +1,281 @@
+"""Generated row kernels: a fused region of row ops emitted as one Triton kernel.
+
+A region (see dsc.codegen.schedule) computes one value of shape [L0, .., Lk-1, W]
+whose every row is independent: elementwise ops, casts, RMSNorm (a reduction over the
+row), RoPE, last-axis concat. Each program handles BLOCK_R rows as a [BLOCK_R, BLOCK_W]
+tile. The source is generated from the IR: every node's value is a Triton expression
+of the column index, so a slice or concat is an index shift, RoPE reads its partner
+column by evaluating its operand at the partner index, and values outside the region
+are strided loads (stride 0 where they broadcast). Math runs in float32 and each value
+is rounded to its IR dtype where the reference rounds, so the kernel and the
+interpreter agree to the last bit up to the order of the row reduction.
+
+The root is stored to a fresh buffer, or (paged_append) straight into the slots of
+the paged cache; paged_gather is a region whose only value is a paged load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from dsc.codegen.schedule import Group
+from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.errors import DscError
+from dsc.ir.interpreter import concrete
+from dsc.ir.node import Node
+from dsc.ir.ops.rope import rope_tables
+from dsc.ir.types import to_torch
+
+_TL = {"f32": "tl.float32", "bf16": "tl.bfloat16", "f16": "tl.float16"}
+TRITON_TYPES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i32": "i32", "i64": "i64", "u8": "u8",
+                "f8e4m3": "fp8e4nv", "f8e5m2": "fp8e5"}
+
+
+class _Emitter:
+    def __init__(self, group: Group):
+        self.group = group
+        self.region = {id(n) for n in group.nodes}
+        self.root = group.root
+        self.lines: list[str] = []
+        self.memo: dict[tuple, str] = {}
+        self.loads: list[tuple[Node, str]] = []  # (external node, alignment "right" | "left")
+        self.tables: list[Node] = []  # rope nodes: one inverse-frequency table each
+        self.count = 0
+
+    def tmp(self, expr: str) -> str:
+        self.count += 1
+        name = f"v{self.count}"
+        self.lines.append(f"    {name} = {expr}")
+        return name
+
+    # -- external tensors ---------------------------------------------------------------
+    def operand(self, n: Node, align: str) -> int:
+        for i, (m, a) in enumerate(self.loads):
+            if m is n and a == align:
+                return i
+        self.loads.append((n, align))
+        return len(self.loads) - 1
+
+    def row_offset(self, i: int, rank_of_user: int) -> str:
+        """Offset of row (idx0, .., idx{k-1}) in external tensor i, [BLOCK_R, 1]."""
+        key = ("off", i)
+        if key not in self.memo:
+            n, align = self.loads[i]
+            terms = []
+            if align == "right":  # dims aligned to the user's trailing dims; the last is the column
+                shift = rank_of_user - n.type.rank
+                terms = [f"idx{j + shift} * s{i}_{j}" for j in range(n.type.rank - 1)]
+            else:  # "left": per-row values indexed by the leading dims (rope's positions)
+                terms = [f"idx{j} * s{i}_{j}" for j in range(n.type.rank)]
+            self.memo[key] = self.tmp(" + ".join(terms) if terms else "rows * 0")
+        return self.memo[key]
+
+    def load(self, n: Node, col: str, mask: str, user_rank: int) -> str:
+        i = self.operand(n, "right")
+        off = self.row_offset(i, user_rank)
+        width = n.shape[-1]
+        col = "0 * c" if width == 1 else col
+        return self.tmp(f"tl.load(in{i} + {off} + ({col}) * s{i}_{n.type.rank - 1}, "
+                        f"mask=row_ok & ({mask}) & ({col} < {width}), other=0.0).to(tl.float32)")
+
+    # -- values -------------------------------------------------------------------------
+    def value(self, n: Node, col: str, mask: str, user_rank: int) -> str:
+        """A [BLOCK_R, BLOCK_W] float32 expression: n at column `col` of each row."""
+        key = (id(n), col, mask)
+        if key in self.memo:
+            return self.memo[key]
+        if id(n) not in self.region:
+            v = self.load(n, col, mask, user_rank)
+        else:
+            v = self.compute(n, col, mask)
+        self.memo[key] = v
+        return v
+
+    def round(self, expr: str, dtype: str) -> str:
+        if dtype == "f32":
+            return self.tmp(expr)
+        if dtype not in _TL:
+            raise DscError(f"row kernels compute float values, got dtype {dtype}")
+        return self.tmp(f"to_out({expr}, {_TL[dtype]}).to(tl.float32)")
+
+    def compute(self, n: Node, col: str, mask: str) -> str:
+        rank = n.type.rank
+        src = [lambda c=col, m=mask, s=s: self.value(s, c, m, rank) for s in n.srcs]
+        dt = n.dtype.name
+        if n.op == "cast":
+            return self.round(src[0](), dt)
+        if n.op in ("add", "mul"):
+            a, b = (self.value(s, "0 * c" if s.shape[-1] == 1 and n.shape[-1] != 1 else col, mask, rank)
+                    for s in n.srcs)
+            return self.round(f"{a} {'+' if n.op == 'add' else '*'} {b}", dt)
+        if n.op == "scale":
+            return self.round(f"{src[0]()} * {n.attrs['factor']!r}", dt)
+        if n.op == "silu":
+            x = src[0]()
+            return self.round(f"{x} / (1.0 + tl.exp(-{x}))", dt)
+        if n.op == "rms_norm":
+            x, w = n.srcs
+            width = n.shape[-1]
+            full = self.value(x, "c", f"c < {width}", rank)
+            key = ("inv_rms", id(n))
+            if key not in self.memo:
+                ss = self.tmp(f"tl.sum(tl.where(c < {width}, {full} * {full}, 0.0), axis=1)[:, None]")
+                self.memo[key] = self.tmp(f"1.0 / tl.sqrt({ss} / {width} + {n.attrs['eps']!r})")
+            normed = self.round(f"{self.value(x, col, mask, rank)} * {self.memo[key]}", dt)
+            return self.round(f"{normed} * {self.value(w, col, mask, rank)}", dt)
+        if n.op == "rope":
+            return self.rope(n, col, mask)
+        if n.op == "concat":
+            out, off = "0.0", 0
+            pieces = []
+            for s in n.srcs:
+                w = s.shape[-1]
+                inside = f"({col} >= {off}) & ({col} < {off + w})"
+                pieces.append((inside, self.value(s, f"({col} - {off})", f"({mask}) & {inside}", rank)))
+                off += w
+            for inside, v in reversed(pieces):
+                out = f"tl.where({inside}, {v}, {out})"
+            return self.tmp(out)
+        if n.op == "paged_gather":
+            return self.paged_load(n, col, mask)
+        raise DscError(f"row kernels have no expression for op {n.op!r}")
+
+    def rope(self, n: Node, col: str, mask: str) -> str:
+        x, pos = n.srcs
+        d = n.shape[-1]
+        half = d // 2
+        h = self.tmp(f"({col}) % {half}")
+        if n.attrs["interleave"]:
+            i1, i2 = f"(2 * {h})", f"(2 * {h} + 1)"
+        else:
+            i1, i2 = h, f"({h} + {half})"
+        x1 = self.value(x, i1, mask, n.type.rank)
+        x2 = self.value(x, i2, mask, n.type.rank)
+        p = self.operand(pos, "left")
+        t = len(self.tables)
+        self.tables.append(n)
+        position = self.tmp(f"tl.load(in{p} + {self.row_offset(p, 2)}, mask=row_ok, other=0).to(tl.float32)")
+        angle = self.tmp(f"{position} * tl.load(freq{t} + {h}, mask={mask}, other=0.0)")
+        cos = self.tmp(f"tl.cos({angle}) * mscale{t}")
+        sin = self.tmp(f"tl.sin({angle}) * mscale{t}")
+        return self.round(f"tl.where(({col}) < {half}, {x1} * {cos} - {x2} * {sin}, {x2} * {cos} + {x1} * {sin})",
+                          n.dtype.name)
+
+    def paged_load(self, n: Node, col: str, mask: str) -> str:
+        # rows of [B, P * PS, D]: idx0 = b, idx1 = position in the row's pages
+        page = n.srcs[0].shape[1]
+        slot = self.tmp(f"tl.load(table + idx0 * stride_tb + idx1 // {page}, mask=row_ok, other=0).to(tl.int64) "
+                        f"* {page} + idx1 % {page}")
+        return self.tmp(f"tl.load(cache + {slot} * {n.shape[-1]} + {col}, mask=row_ok & ({mask}), other=0.0)"
+                        f".to(tl.float32)")
+
+
+def generate(group: Group) -> tuple[KernelSpec, "RowKernel"]:
+    root = group.root
+    value_node = root.srcs[3] if root.op == "paged_append" else root
+    k = value_node.type.rank - 1
+    e = _Emitter(group)
+    width = value_node.shape[-1]
+    v = e.value(value_node, "c", f"c < {width}", value_node.type.rank)
+
+    ptr = lambda n: "*" + TRITON_TYPES[n.dtype.name]  # noqa: E731
+    if root.op == "paged_append":
+        cache, table, lens = root.srcs[:3]
+        params = {"cache": ptr(cache), "table": ptr(table), "stride_tb": "i32", "lens": ptr(lens)}
+    else:
+        params = {"out": ptr(root)}
+    if root.op == "paged_gather":
+        params.update({"cache": ptr(root.srcs[0]), "table": ptr(root.srcs[1]), "stride_tb": "i32"})
+    for i, (n, _) in enumerate(e.loads):
+        params[f"in{i}"] = ptr(n)
+        params.update({f"s{i}_{j}": "i32" for j in range(n.type.rank)})
+    for t in range(len(e.tables)):
+        params.update({f"freq{t}": "*fp32", f"mscale{t}": "fp32"})
+    params.update({f"L{j}": "i32" for j in range(k)})
+    params.update({"n_rows": "i32", "BLOCK_R": "constexpr", "BLOCK_W": "constexpr"})
+
+    body = ["    rows = (tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)[:, None]).to(tl.int64)",
+            "    c = tl.arange(0, BLOCK_W)[None, :]",
+            "    row_ok = rows < n_rows",
+            "    rest = rows"]
+    for j in reversed(range(k)):
+        body += [f"    idx{j} = rest % L{j}", f"    rest = rest // L{j}"]
+    body += e.lines
+    store_mask = f"row_ok & (c < {width})"
+    if root.op == "paged_append":
+        page = root.shape[1]
+        body += ["    position = tl.load(lens + idx0, mask=row_ok, other=0) + idx1",
+                 f"    page = tl.load(table + idx0 * stride_tb + position // {page}, mask=row_ok, other=0)",
+                 f"    dst = cache + (page.to(tl.int64) * {page} + position % {page}) * {width} + c",
+                 f"    tl.store(dst, to_out({v}, cache.dtype.element_ty), mask={store_mask})"]
+    else:
+        body += [f"    tl.store(out + rows * {width} + c, to_out({v}, out.dtype.element_ty), mask={store_mask})"]
+    arglist = ", ".join(p + (": tl.constexpr" if t == "constexpr" else "") for p, t in params.items())
+    name = "row_" + "_".join(n.op for n in reversed(group.nodes))[:60]
+    source = with_helpers("import triton\nimport triton.language as tl\n\n\n@triton.jit\n"
+              f"def {name}({arglist}):\n" + "\n".join(body) + "\n")
+    digest = hashlib.sha256(source.encode()).hexdigest()[:8]
+    source = source.replace(f"def {name}(", f"def {name}_{digest}(")
+    spec = KernelSpec(f"{name}_{digest}", source)
+    return spec, RowKernel(spec, group, value_node, e.loads, e.tables, params)
+
+
+class RowKernel:
+    """Launches one generated row kernel on the tensors of its group's inputs."""
+
+    def __init__(self, spec: KernelSpec, group: Group, value_node: Node, loads, tables, params: dict):
+        self.spec, self.group, self.value_node, self.params = spec, group, value_node, params
+        self.loads, self.tables = loads, tables
+        self.rope = [rope_tables(n.shape[-1], n.attrs) for n in tables]
+        self.width = value_node.shape[-1]
+
+    def signature(self, block_r: int = 4) -> tuple[dict, dict]:
+        """Triton signature and constexprs, for compile checks and the manifest."""
+        const = {"BLOCK_R": block_r, "BLOCK_W": next_pow2(self.width)}
+        return dict(self.params), const
+
+    def __call__(self, values: dict[int, torch.Tensor], env: dict) -> torch.Tensor:
+        """values: tensors by node id; env: the call's symbol bindings."""
+        root = self.group.root
+        shape = [concrete(d, env) for d in root.shape]
+        lead = [concrete(d, env) for d in self.value_node.shape[:-1]]
+        n_rows = 1
+        for d in lead:
+            n_rows *= d
+        first = values[id(self.group.inputs[0])]
+        device = first.device
+        args: list = []
+        if root.op == "paged_append":
+            cache, table, lens = (values[id(s)] for s in root.srcs[:3])
+            _check_room(table, lens, cache.shape[1], lead[1])
+            out = cache
+            args += [cache, table, table.stride(0), lens]
+        else:
+            out = torch.empty(shape, dtype=to_torch(root.dtype), device=device)
+            args.append(out)
+            if root.op == "paged_gather":
+                cache, table = (values[id(s)] for s in root.srcs)
+                args += [cache, table, table.stride(0)]
+        for n, _ in self.loads:
+            t = values[id(n)]
+            args.append(t)
+            args += [0 if t.shape[j] == 1 else t.stride(j) for j in range(t.dim())]
+        for inv_freq, mscale in self.rope:
+            args += [inv_freq.to(device), float(mscale)]
+        args += list(lead) + [n_rows]
+        bw = next_pow2(self.width)
+        br = max(1, min(64, 4096 // bw, next_pow2(n_rows)))
+        if n_rows:
+            load_kernel(self.spec, device)[(-(-n_rows // br),)](*args, BLOCK_R=br, BLOCK_W=bw)
+        return out
+
+
+def _check_room(table: torch.Tensor, lens: torch.Tensor, page: int, tokens: int) -> None:
+    from dsc.errors import CacheError
+
+    capacity = table.shape[1] * page
+    if tokens and lens.numel() and int(lens.max()) + tokens > capacity:
+        raise CacheError(f"paged_append: a row would hold {int(lens.max()) + tokens} tokens, "
+                         f"its block table holds {capacity}")

@@ -1,0 +1,82 @@
+"""backend="triton" end to end: the modules against the reference backend and the
+independent eager implementation (Triton's interpreter on a CPU, tiny shapes)."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dsc.codegen.schedule import schedule
+from dsc.config import Config
+from dsc.eager import EagerMLA
+from dsc.errors import DscError
+from dsc.nn import MLA, random_checkpoint
+from strategies import configs, seeds
+from util import F32_TOL, assert_close
+
+pytest.importorskip("triton")
+
+
+@settings(max_examples=8)  # Triton's interpreter: about half a second a call
+@given(cfg=configs(), seed=seeds, passes=st.sampled_from(["default", "none"]), data=st.data())
+def test_mla_matches_eager_over_prefill_and_ragged_decode(cfg, seed, passes, data):
+    batch = data.draw(st.integers(1, 3))
+    prefill = data.draw(st.integers(1, 6))
+    sd = random_checkpoint(cfg, "mla", seed=seed)
+    mla = MLA(cfg, backend="triton", passes=passes)
+    mla.load_state_dict(sd)
+    eager = EagerMLA(cfg, sd)
+    gen = torch.Generator().manual_seed(seed)
+    cache = mla.new_cache(batch, prefill + 3)
+    x = torch.randn(batch, prefill, cfg.hidden_size, generator=gen)
+    pos = torch.arange(prefill).repeat(batch, 1)
+    rows = [eager.new_state(1) for _ in range(batch)]
+    ref = torch.cat([eager(x[b:b + 1], pos[b:b + 1], rows[b]) for b in range(batch)])
+    assert_close(mla(x, pos, cache), ref, F32_TOL, "prefill")
+    # roll rows back to different lengths, then decode 1 or 2 tokens (multi-token prediction)
+    keep = data.draw(st.lists(st.integers(1, prefill), min_size=batch, max_size=batch))
+    cache.truncate(keep)
+    rows = [eager.new_state(1) for _ in range(batch)]
+    for b in range(batch):
+        eager(x[b:b + 1, :keep[b]], pos[b:b + 1, :keep[b]], rows[b])
+    t = data.draw(st.integers(1, 2))
+    x2 = torch.randn(batch, t, cfg.hidden_size, generator=gen)
+    pos2 = torch.tensor(keep)[:, None] + torch.arange(t)[None]
+    ref2 = torch.cat([eager(x2[b:b + 1], pos2[b:b + 1], rows[b]) for b in range(batch)])
+    assert_close(mla(x2, pos2, cache), ref2, F32_TOL, "ragged decode")
+    assert cache.lengths() == [k + t for k in keep]
+
+
+@pytest.mark.parametrize("passes", ["default", "none"])
+def test_bf16_matches_the_reference_backend(passes):
+    cfg = Config.preset("tiny-v3")
+    sd = random_checkpoint(cfg, "mla", seed=4)
+    ref, tri = (MLA(cfg, backend=b, passes=passes, dtype=torch.bfloat16) for b in ("reference", "triton"))
+    ref.load_state_dict(sd)
+    tri.load_state_dict(sd)
+    c_ref, c_tri = ref.new_cache(2, 8), tri.new_cache(2, 8)
+    gen = torch.Generator().manual_seed(4)
+    for t in (5, 1):
+        start = torch.tensor(c_ref.lengths())
+        x = torch.randn(2, t, cfg.hidden_size, generator=gen).to(torch.bfloat16)
+        pos = start[:, None] + torch.arange(t)[None]
+        # both round every value to bf16 the same way (round-to-nearest-even, also under the
+        # interpreter); what differs is float32 summation order inside the kernels
+        assert_close(tri(x, pos, c_tri).float(), ref(x, pos, c_ref).float(), 4e-3, f"bf16 t={t}")
+    assert_close(c_tri.pages.float(), c_ref.pages.float(), 4e-3, "bf16 cache")
+
+
+def test_the_schedule_fuses_the_latent_write_and_reads_pages_in_attention():
+    mla = MLA(Config.preset("tiny-v3"))
+    kinds = [(grp.kind, tuple(n.op for n in grp.nodes)) for grp in schedule(mla.graph)]
+    assert ("paged_append", ("paged_append", "concat", "rope", "rms_norm")) in kinds
+    assert any(kind == "paged_attention" for kind, _ in kinds)  # the absorbed branch
+    assert any(kind == "attention" for kind, _ in kinds)  # the naive branch, for long prefill
+    assert all(kind != "rowwise" or "rms_norm" not in ops or "paged_append" in ops or len(ops) >= 1
+               for kind, ops in kinds)
+
+
+def test_a_graph_with_ops_no_kernel_covers_is_refused_by_name():
+    cfg = Config.preset("tiny-v3")
+    with pytest.raises(DscError, match="no kernel group covers op 'kv_pack_fp8'"):
+        MLA(cfg, backend="triton", passes=["absorb", "fp8_kv", "fold", "cse", "dce"])
