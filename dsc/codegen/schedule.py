@@ -14,6 +14,9 @@ The rules, in the spirit of a fusing scheduler (Inductor, TVM's FuseOps):
   prefix of K, reads the pages directly (MLA decode, split-KV); any other attention is
   dense flash attention.
 - Matrix ops (linear, einsum) are GEMMs.
+- The MoE router (scores -> expert selection -> the selected weights, renormalized and
+  scaled, shared experts appended) is one kernel with two outputs; alignment, grouped
+  GEMMs and combine are a group each; an unfused moe_experts is the whole fused MoE.
 - dispatch picks a branch at run time; groups are scheduled for both branches and the
   runtime runs only what the chosen branch reaches.
 """
@@ -27,8 +30,9 @@ from dsc.ir.graph import Graph
 from dsc.ir.node import Node
 
 VIEW_OPS = frozenset({"reshape", "slice", "expand", "permute"})
-ROW_OPS = frozenset({"cast", "add", "mul", "scale", "silu", "rms_norm", "rope", "concat"})
+ROW_OPS = frozenset({"cast", "add", "mul", "scale", "silu", "rms_norm", "rope", "concat", "normalize_sum"})
 GEMM_OPS = frozenset({"linear", "einsum"})
+MOE_OPS = frozenset({"moe_align", "grouped_gemm", "moe_combine", "moe_experts"})
 
 
 @dataclass(eq=False)
@@ -43,6 +47,11 @@ class Group:
     root: Node
     nodes: tuple[Node, ...] = ()
     inputs: tuple[Node, ...] = field(default=())
+    extra_outputs: tuple[Node, ...] = ()  # further values the kernel writes (the router's weights)
+
+    @property
+    def outputs(self) -> tuple[Node, ...]:
+        return (self.root, *self.extra_outputs)
 
     def __repr__(self) -> str:
         fused = "+".join(n.op for n in reversed(self.nodes)) or self.root.op
@@ -55,9 +64,27 @@ def is_row_op(n: Node) -> bool:
     return n.op in ROW_OPS
 
 
+def call_nodes(g: Graph) -> list[Node]:
+    """The nodes a call may evaluate (both branches of each dispatch), sources first.
+    Folds are not among them: they run once, when the weights are loaded."""
+    reach = _reach(g)
+    return [n for n in g.nodes() if id(n) in reach]
+
+
+def _reach(g: Graph) -> set[int]:
+    seen: set[int] = set()
+    stack = [v for _, v in g.outputs]
+    while stack:
+        n = stack.pop()
+        if id(n) not in seen:
+            seen.add(id(n))
+            stack.extend(n.srcs)
+    return seen
+
+
 def _users(g: Graph) -> dict[int, list[Node]]:
     users: dict[int, list[Node]] = {}
-    for n in g.nodes():
+    for n in call_nodes(g):
         for s in n.srcs:
             users.setdefault(id(s), []).append(n)
     return users
@@ -93,9 +120,21 @@ def schedule(g: Graph, supported: frozenset[str] | None = None) -> list[Group]:
             return u.srcs[3] is n
         return is_row_op(u) and _leading(u) == _leading(n)
 
+    order = call_nodes(g)
+    routers = {}
+    for n in order:
+        if n.op == "select_experts":
+            r = _router(n, users, outputs)
+            if r is not None:
+                routers[id(r.root)] = r
+    covered = {id(m) for r in routers.values() for m in r.nodes}
+
     groups: list[Group] = []
-    for n in g.nodes():
-        if n.op in ("input", "param") or inlined(n):
+    for n in order:
+        if id(n) in routers:
+            groups.append(routers[id(n)])
+            continue
+        if n.op in ("input", "param") or inlined(n) or id(n) in covered:
             continue
         if n.op in VIEW_OPS:
             groups.append(Group("view", n, inputs=(n.srcs[0],)))
@@ -117,6 +156,8 @@ def schedule(g: Graph, supported: frozenset[str] | None = None) -> list[Group]:
                 groups.append(Group("attention", n, (n,), n.srcs))
         elif n.op in GEMM_OPS:
             groups.append(Group("gemm", n, (n,), n.srcs))
+        elif n.op in MOE_OPS:
+            groups.append(Group(n.op, n, (n,), n.srcs))
         else:
             raise DscError(f"no kernel group covers op {n.op!r} (in graph {g.name}) yet")
     if supported is not None:
@@ -124,6 +165,31 @@ def schedule(g: Graph, supported: frozenset[str] | None = None) -> list[Group]:
             if grp.kind not in supported:
                 raise DscError(f"this backend has no kernel for group {grp.kind!r} ({grp.root.op})")
     return groups
+
+
+def _router(sel: Node, users, outputs) -> Group | None:
+    """select_experts over router_scores, with gather(scores, ids) and the weight chain
+    (normalize_sum, scale, append_const) and append_iota on the ids: one kernel."""
+    scores = sel.srcs[0]
+    if scores.op != "router_scores":
+        return None
+    gathers = [u for u in users.get(id(scores), []) if u.op == "gather" and u.srcs[1] is sel]
+    if len(gathers) != 1 or len(users.get(id(scores), [])) != 2 or id(scores) in outputs:
+        return None
+    nodes = [scores, sel, gathers[0]]
+    w = gathers[0]
+    for op in ("normalize_sum", "scale", "append_const"):
+        us = users.get(id(w), [])
+        if len(us) == 1 and us[0].op == op and id(w) not in outputs:
+            w = us[0]
+            nodes.append(w)
+    ids = sel
+    others = [u for u in users.get(id(sel), []) if u is not gathers[0]]
+    if len(others) == 1 and others[0].op == "append_iota" and id(sel) not in outputs:
+        ids = others[0]  # the shared experts' ids are appended in the same kernel
+        nodes.append(ids)
+    inputs = (scores.srcs[0], *sel.srcs[1:])
+    return Group("router", ids, tuple(nodes), inputs, extra_outputs=(w,))
 
 
 def _region(root: Node, inlined) -> list[Node]:
@@ -151,7 +217,7 @@ def _unique(nodes) -> tuple[Node, ...]:
 def live_groups(groups: list[Group], g: Graph, choose) -> list[Group]:
     """The groups one call runs: those the outputs reach through group inputs, taking at
     each dispatch only the branch `choose` picks."""
-    by_root = {id(grp.root): grp for grp in groups}
+    by_root = {id(out): grp for grp in groups for out in grp.outputs}
     live: set[int] = set()
     stack = [v for _, v in g.outputs]
     while stack:

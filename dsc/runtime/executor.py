@@ -76,7 +76,12 @@ class Executor:
             if n.op in ("input", "param"):
                 values[id(n)] = tensors[n.name]
         for grp, frees in self._plan(env):
-            values[id(grp.root)] = self.launchers[id(grp)](values, env)
+            out = self.launchers[id(grp)](values, env)
+            if grp.extra_outputs:
+                for node, t in zip(grp.outputs, out):
+                    values[id(node)] = t
+            else:
+                values[id(grp.root)] = out
             for nid in frees:
                 values.pop(nid, None)
         return {k: values[id(v)] for k, v in g.outputs}

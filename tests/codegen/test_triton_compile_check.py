@@ -1,4 +1,4 @@
-"""Every kernel the triton backend launches for the MLA layer compiles for sm_80 (A100)
+"""Every kernel the triton backend launches for the MLA and MoE layers compiles for sm_80 (A100)
 and sm_90 (H100/H800) through triton.compile with a GPUTarget: GPU-only compile errors
 caught on a machine without a GPU."""
 
@@ -7,7 +7,7 @@ import torch
 
 from dsc.codegen.schedule import schedule
 from dsc.config import Config
-from dsc.nn import MLA
+from dsc.nn import MLA, MoE
 
 pytest.importorskip("triton")
 from dsc.codegen.triton.build import compile_all  # noqa: E402
@@ -29,4 +29,15 @@ def test_every_mla_kernel_compiles(arch, preset, dtype):
     results = compile_all(found, arch)
     assert len(results) == len(found) >= 6
     for (spec, _, _), res in zip(found, results):
+        assert f".target sm_{arch}" in res["ptx"] and res["cubin_bytes"] > 0, spec.name
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+@pytest.mark.parametrize("passes", ["default", "none"])
+def test_every_moe_kernel_compiles(arch, passes):
+    moe = MoE(Config.preset("tiny-v3"), dtype=torch.bfloat16, passes=passes)
+    groups = schedule(moe.graph)
+    assert "router" in {grp.kind for grp in groups}
+    found = [job for grp in groups for job in compile_jobs(grp)]
+    for (spec, _, _), res in zip(found, compile_all(found, arch)):
         assert f".target sm_{arch}" in res["ptx"] and res["cubin_bytes"] > 0, spec.name

@@ -107,3 +107,23 @@ def test_triton_backend_mla_layer_at_v3_shapes(passes):
         a, b = ref(x, pos, c_ref).float(), tri(x, pos, c_tri).float()
         err = float((a - b).norm() / a.norm())
         assert err < 2e-2, (t, err)
+
+
+@pytest.mark.parametrize("passes", ["default", "none"])
+@pytest.mark.parametrize("tokens", [64, 1024])
+def test_triton_backend_moe_at_v3_expert_shapes(passes, tokens):
+    """DeepSeek-V3's router and expert widths (256 experts in 8 groups, top-8, one
+    shared, 7168 -> 2048) with a quarter of the experts, to keep the weights small."""
+    pytest.importorskip("triton")
+    from dsc.nn import MoE, random_checkpoint
+
+    cfg = Config.preset("deepseek-v3").replace(n_routed_experts=64, n_group=8, topk_group=4)
+    sd = {k: v.cuda() for k, v in random_checkpoint(cfg, "moe", seed=0).items()}  # cast on load
+    ref, tri = (MoE(cfg, backend=b, passes=passes, dtype=torch.bfloat16, device="cuda")
+                for b in ("reference", "triton"))
+    ref.load_state_dict(sd)
+    tri.load_state_dict(sd)
+    x = torch.randn(tokens, cfg.hidden_size, device="cuda").to(torch.bfloat16)
+    a, b = ref(x).float(), tri(x).float()
+    err = float((a - b).norm() / a.norm())
+    assert err < 2e-2, err

@@ -138,25 +138,37 @@ def test_mla_prefill_and_decode_match_hf(version, passes, data, seed):
 
 @pytest.mark.parametrize("passes", ["none", "default"])
 @pytest.mark.parametrize("version", [2, 3])
-@settings(max_examples=6)  # Triton's interpreter: about half a second a call
+@settings(max_examples=10)  # Triton's interpreter: about half a second a call
 @given(data=st.data(), seed=seeds)
 def test_triton_mla_prefill_and_decode_match_hf(version, passes, data, seed):
     check_mla_against_hf(version, passes, data, seed, backend="triton")
+
+
+def check_moe_against_hf(version, passes, data, seed, backend="reference"):
+    cfg = data.draw(fp8_configs(hf_configs(version)) if passes == FP8_PIPELINE else hf_configs(version))
+    _, _, hf_moe, _ = hf_modules(cfg)
+    sd = random_checkpoint(cfg, "moe", seed=seed)
+    hf_sd = to_hf5_experts(cfg, sd)
+    hf_moe.load_state_dict(hf_sd, strict=True)
+    moe = MoE(cfg, passes=passes, backend=backend)
+    moe.load_state_dict(hf_sd)
+    x = torch.randn(2, data.draw(st.integers(1, 12)), cfg.hidden_size, generator=torch.Generator().manual_seed(seed))
+    assert_close(moe(x), hf_moe(x), tolerance(moe), f"MoE vs HF ({passes}, {backend})")
 
 
 @pytest.mark.parametrize("passes", PIPELINES, ids=["none", "default", "fp8"])
 @pytest.mark.parametrize("version", [2, 3])
 @given(data=st.data(), seed=seeds)
 def test_moe_matches_hf(version, passes, data, seed):
-    cfg = data.draw(fp8_configs(hf_configs(version)) if passes == FP8_PIPELINE else hf_configs(version))
-    _, _, hf_moe, _ = hf_modules(cfg)
-    sd = random_checkpoint(cfg, "moe", seed=seed)
-    hf_sd = to_hf5_experts(cfg, sd)
-    hf_moe.load_state_dict(hf_sd, strict=True)
-    moe = MoE(cfg, passes=passes)
-    moe.load_state_dict(hf_sd)
-    x = torch.randn(2, data.draw(st.integers(1, 12)), cfg.hidden_size, generator=torch.Generator().manual_seed(seed))
-    assert_close(moe(x), hf_moe(x), tolerance(moe), f"MoE vs HF ({passes})")
+    check_moe_against_hf(version, passes, data, seed)
+
+
+@pytest.mark.parametrize("passes", ["none", "default"])
+@pytest.mark.parametrize("version", [2, 3])
+@settings(max_examples=10)  # Triton's interpreter
+@given(data=st.data(), seed=seeds)
+def test_triton_moe_matches_hf(version, passes, data, seed):
+    check_moe_against_hf(version, passes, data, seed, backend="triton")
 
 
 def test_presets_with_q_lora_null_and_yarn_match_hf():

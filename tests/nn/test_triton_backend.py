@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from dsc.codegen.schedule import schedule
 from dsc.config import Config
-from dsc.eager import EagerMLA
+from dsc.eager import EagerMLA, eager_moe
 from dsc.errors import DscError
-from dsc.nn import MLA, random_checkpoint
+from dsc.nn import MLA, MoE, random_checkpoint
 from strategies import configs, seeds
 from util import F32_TOL, assert_close
 
@@ -47,6 +47,29 @@ def test_mla_matches_eager_over_prefill_and_ragged_decode(cfg, seed, passes, dat
     assert cache.lengths() == [k + t for k in keep]
 
 
+@settings(max_examples=15)
+@given(cfg=configs(), seed=seeds, passes=st.sampled_from(["default", "none"]), tokens=st.integers(1, 24))
+def test_moe_matches_eager(cfg, seed, passes, tokens):
+    """Every router (softmax/sigmoid, greedy/group-limited/noaux_tc, renormalized or not),
+    shared experts or none, fused (default) and unfused (none)."""
+    sd = random_checkpoint(cfg, "moe", seed=seed)
+    moe = MoE(cfg, backend="triton", passes=passes)
+    moe.load_state_dict(sd)
+    x = torch.randn(tokens, cfg.hidden_size, generator=torch.Generator().manual_seed(seed))
+    assert_close(moe(x), eager_moe(cfg, sd, x), F32_TOL, f"MoE ({passes})")
+
+
+@pytest.mark.parametrize("passes", ["default", "none"])
+def test_bf16_moe_matches_the_reference_backend(passes):
+    cfg = Config.preset("tiny-v3")
+    sd = random_checkpoint(cfg, "moe", seed=5)
+    ref, tri = (MoE(cfg, backend=b, passes=passes, dtype=torch.bfloat16) for b in ("reference", "triton"))
+    ref.load_state_dict(sd)
+    tri.load_state_dict(sd)
+    x = torch.randn(2, 9, cfg.hidden_size, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    assert_close(tri(x).float(), ref(x).float(), 4e-3, "bf16 MoE")
+
+
 @pytest.mark.parametrize("passes", ["default", "none"])
 def test_bf16_matches_the_reference_backend(passes):
     cfg = Config.preset("tiny-v3")
@@ -74,6 +97,16 @@ def test_the_schedule_fuses_the_latent_write_and_reads_pages_in_attention():
     assert any(kind == "attention" for kind, _ in kinds)  # the naive branch, for long prefill
     assert all(kind != "rowwise" or "rms_norm" not in ops or "paged_append" in ops or len(ops) >= 1
                for kind, ops in kinds)
+
+
+def test_the_router_is_one_kernel_with_the_shared_experts_appended():
+    moe = MoE(Config.preset("tiny-v3"))
+    groups = schedule(moe.graph)
+    (router,) = [grp for grp in groups if grp.kind == "router"]
+    assert {n.op for n in router.nodes} == {"router_scores", "select_experts", "gather", "normalize_sum", "scale",
+                                             "append_const", "append_iota"}
+    assert [grp.kind for grp in groups if grp.kind not in ("view", "router")] == [
+        "gemm", "moe_align", "grouped_gemm", "grouped_gemm", "moe_combine"]
 
 
 def test_a_graph_with_ops_no_kernel_covers_is_refused_by_name():

@@ -7,12 +7,27 @@ from typing import Callable
 import torch
 
 from dsc.codegen.schedule import Group
-from dsc.codegen.triton import dense_attention, gemm, paged_attention, rowwise
+from dsc.codegen.triton import dense_attention, fused_moe, gemm, paged_attention, router, rowwise
 from dsc.errors import DscError
 
 Launcher = Callable[[dict, dict], torch.Tensor]  # (tensors by node id, the call's symbol bindings)
 KINDS = frozenset({"view", "dispatch", "rowwise", "paged_append", "paged_gather", "gemm", "attention",
-                   "paged_attention"})
+                   "paged_attention", "router", "moe_align", "grouped_gemm", "moe_combine", "moe_experts"})
+
+
+def router_spec(group: Group) -> router.RouterSpec:
+    """The router kernel's parameters, read off the nodes its group fuses."""
+    by_op = {m.op: m for m in group.nodes}
+    sel = by_op["select_experts"]
+    norm, scale, const, iota = (by_op.get(op) for op in ("normalize_sum", "scale", "append_const", "append_iota"))
+    if (const is None) != (iota is None) or (const and const.attrs["count"] != iota.attrs["count"]):
+        raise DscError("router: shared experts must be appended to both the ids and the weights")
+    return router.RouterSpec(
+        func=by_op["router_scores"].attrs["func"], method=sel.attrs["method"], top_k=sel.attrs["top_k"],
+        n_group=sel.attrs["n_group"], topk_group=sel.attrs["topk_group"], normalize=norm is not None,
+        eps=norm.attrs["eps"] if norm else 0.0, scale=scale.attrs["factor"] if scale else 1.0,
+        extra=iota.attrs["count"] if iota else 0, extra_start=iota.attrs["start"] if iota else 0,
+        extra_w=const.attrs["value"] if const else 0.0)
 
 
 def lower(group: Group) -> Launcher:
@@ -39,7 +54,47 @@ def lower(group: Group) -> Launcher:
             return paged_attention.paged_mla_attention(q, cache, table, lens, n.attrs["scale"], dv,
                                                        len_offset=q.shape[1])[0]
         return run
+    if kind == "router":
+        spec = router_spec(group)
+
+        def run(v, env):
+            logits = v[id(group.inputs[0])]
+            bias = v[id(group.inputs[1])] if len(group.inputs) > 1 else None
+            return router.route(logits, bias, spec)
+        return run
+    if kind == "moe_align":
+        return lambda v, env: fused_moe.align(v[id(n.srcs[0])], n.attrs["experts"], n.attrs["block"])
+    if kind == "grouped_gemm":
+        block = n.srcs[1].attrs["block"] if n.srcs[1].op == "moe_align" else None
+        if block is None:
+            raise DscError("grouped_gemm: its row layout must come from moe_align (the block size)")
+
+        def run(v, env):
+            a, slots, ids, w = (v[id(s)] for s in n.srcs[:4])
+            route = v[id(n.srcs[4])] if len(n.srcs) == 5 else None
+            if n.attrs["swiglu"]:
+                half = w.shape[1] // 2
+                gate, up = w[:, :half], w[:, half:]
+            else:
+                gate, up = w, None
+            return fused_moe.grouped_gemm(a, slots, ids, gate, up, route, gather=n.attrs["gather"], block=block)
+        return run
+    if kind == "moe_combine":
+        from dsc.ir.types import to_torch
+
+        return lambda v, env: fused_moe.combine(*(v[id(s)] for s in n.srcs), to_torch(n.type.dtype))
+    if kind == "moe_experts":
+        def run(v, env):
+            x, ids, w, gate, up, down = (v[id(s)] for s in n.srcs)
+            slots = fused_moe.align(ids, gate.shape[0], EXPERT_BLOCK)
+            h = fused_moe.grouped_gemm(x, slots, ids, gate, up, None, gather=True, block=EXPERT_BLOCK)
+            y = fused_moe.grouped_gemm(h, slots, ids, down, None, w, gather=False, block=EXPERT_BLOCK)
+            return fused_moe.combine(y, slots, ids, x.dtype)
+        return run
     raise DscError(f"the triton backend has no kernel for group {kind!r} ({n.op})")
+
+
+EXPERT_BLOCK = 16  # rows per expert block for an unfused moe_experts (fuse_experts' choice)
 
 
 def compile_jobs(group: Group) -> list[tuple]:
@@ -62,4 +117,17 @@ def compile_jobs(group: Group) -> list[tuple]:
         q, cache = group.inputs[:2]
         heads = q.shape[2] if isinstance(q.shape[2], int) else 128
         return paged_attention.signature(dt, heads=heads, page=cache.shape[1])
+    if kind == "router":
+        return router.signature(router_spec(group), group.inputs[0].shape[-1], len(group.inputs) > 1)
+    if kind in ("moe_align", "grouped_gemm", "moe_combine", "moe_experts"):
+        if kind == "moe_experts":
+            ids, gate = n.srcs[1], n.srcs[3]
+            experts, block, act = gate.shape[0], EXPERT_BLOCK, n.dtype.name
+        else:
+            align = n if kind == "moe_align" else n.srcs[1]
+            ids, experts, block = align.srcs[0], align.attrs["experts"], align.attrs["block"]
+            act = n.srcs[0].dtype.name if kind == "grouped_gemm" else n.dtype.name
+        jobs = fused_moe.signature(TRITON_TYPES[act] if act in TRITON_TYPES else "fp32", experts, ids.shape[1], block)
+        pick = {"moe_align": [0], "grouped_gemm": [1, 2], "moe_combine": [3, 4], "moe_experts": [0, 1, 2, 3, 4]}
+        return [jobs[i] for i in pick[kind]]
     raise DscError(f"the triton backend has no kernel for group {kind!r} ({n.op})")

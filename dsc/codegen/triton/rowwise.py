@@ -127,6 +127,14 @@ class _Emitter:
             return self.round(f"{normed} * {self.value(w, col, mask, rank)}", dt)
         if n.op == "rope":
             return self.rope(n, col, mask)
+        if n.op == "normalize_sum":
+            width = n.shape[-1]
+            key = ("sum", id(n))
+            if key not in self.memo:
+                full = self.value(n.srcs[0], "c", f"c < {width}", rank)
+                total = self.tmp(f"tl.sum(tl.where(c < {width}, {full}, 0.0), axis=1)[:, None]")
+                self.memo[key] = self.tmp(f"{total} + {n.attrs['eps']!r}")
+            return self.round(f"{src[0]()} / {self.memo[key]}", dt)
         if n.op == "concat":
             out, off = "0.0", 0
             pieces = []

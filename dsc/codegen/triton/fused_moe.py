@@ -1,0 +1,192 @@
+"""Kernel groups of the fused MoE: token alignment, grouped GEMMs, combine.
+
+- moe_align: a counting sort of the N*K (token, expert) slots by expert, each expert's
+  run padded to a multiple of the GEMM's row block, padding marked with the sentinel
+  N*K (vLLM's moe_align_block_size). One program: count, exclusive prefix sum, then a
+  stable placement chunk by chunk, so the layout is exactly the reference's.
+- grouped_gemm: one program per (row block, column tile); every row of a block belongs
+  to one expert, whose weight tile it reads. gate+up runs as two dots sharing the A
+  tile with SiLU(gate)*up in the epilogue; down takes the routing weight in its
+  epilogue. Blocks of padding do no K loop and write zeros.
+- combine: the inverse of the sort (slot -> row), then one program per token summing
+  its K rows in float32 in a fixed order (deterministic, unlike atomics).
+
+Values are rounded to the activation dtype where the reference rounds (after each
+GEMM, after SiLU, after the product), so bf16 runs agree with the interpreter.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+
+SOURCE = '''
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def moe_align(ids_ptr, sorted_ptr, NK, ROWS, E: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
+              BLOCK_E: tl.constexpr):
+    e = tl.arange(0, BLOCK_E)
+    c = tl.arange(0, CHUNK)
+    for r0 in range(0, ROWS, CHUNK):
+        tl.store(sorted_ptr + r0 + c, tl.zeros([CHUNK], tl.int32) + NK, mask=r0 + c < ROWS)
+    counts = tl.zeros([BLOCK_E], tl.int32)
+    for s0 in range(0, NK, CHUNK):
+        x = tl.load(ids_ptr + s0 + c, mask=s0 + c < NK, other=-1).to(tl.int32)
+        counts += tl.sum((x[None, :] == e[:, None]).to(tl.int32), axis=1)
+    padded = (counts + BLOCK - 1) // BLOCK * BLOCK
+    cursor = tl.cumsum(padded, axis=0) - padded  # each expert's first row
+    tl.debug_barrier()  # the sentinel fill lands before the placement
+    for s0 in range(0, NK, CHUNK):
+        ok = s0 + c < NK
+        x = tl.load(ids_ptr + s0 + c, mask=ok, other=-1).to(tl.int32)
+        earlier = (x[:, None] == x[None, :]) & (c[None, :] < c[:, None])
+        rank = tl.sum(earlier.to(tl.int32), axis=1)
+        base = tl.sum(tl.where(x[:, None] == e[None, :], cursor[None, :], 0), axis=1)
+        tl.store(sorted_ptr + base + rank, s0 + c, mask=ok)
+        cursor += tl.sum((x[None, :] == e[:, None]).to(tl.int32), axis=1)
+
+
+@triton.jit
+def grouped_gemm(a_ptr, sam, sorted_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, route_ptr, out_ptr, NK, ROWS, N, K,
+                 TOPK: tl.constexpr, GATHER: tl.constexpr, SWIGLU: tl.constexpr, ROUTE: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
+    r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    kk = tl.arange(0, BLOCK_K)
+    r_ok = r < ROWS
+    slot = tl.load(sorted_ptr + r, mask=r_ok, other=NK)
+    valid = slot < NK
+    first = tl.load(sorted_ptr + tl.program_id(0) * BLOCK_M)
+    expert = tl.load(ids_ptr + first, mask=first < NK, other=0).to(tl.int64)
+    if GATHER:
+        row = slot // TOPK
+    else:
+        row = r
+    a = a_ptr + row[:, None].to(tl.int64) * sam + kk[None, :]
+    w_off = expert * swe + n[None, :].to(tl.int64) * swn + kk[:, None]
+    acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    k_end = tl.where(first < NK, K, 0)  # a block of padding does no work
+    for k0 in range(0, k_end, BLOCK_K):
+        x = tl.load(a + k0, mask=valid[:, None] & (kk[None, :] + k0 < K), other=0.0)
+        wmask = (kk[:, None] + k0 < K) & (n[None, :] < N)
+        wg = tl.load(wg_ptr + w_off + k0, mask=wmask, other=0.0)
+        if DOT_F32:
+            x = x.to(tl.float32)
+            wg = wg.to(tl.float32)
+        acc_g = tl.dot(x, wg, acc_g)
+        if SWIGLU:
+            wu = tl.load(wu_ptr + w_off + k0, mask=wmask, other=0.0)
+            if DOT_F32:
+                wu = wu.to(tl.float32)
+            acc_u = tl.dot(x, wu, acc_u)
+    act = a_ptr.dtype.element_ty
+    h = to_out(acc_g, act).to(tl.float32)
+    if SWIGLU:
+        u = to_out(acc_u, act).to(tl.float32)
+        h = to_out(to_out(h / (1.0 + tl.exp(-h)), act).to(tl.float32) * u, act).to(tl.float32)
+    if ROUTE:
+        h = h * tl.load(route_ptr + slot, mask=valid, other=0.0).to(tl.float32)[:, None]
+    h = tl.where(valid[:, None], h, 0.0)
+    tl.store(out_ptr + r[:, None].to(tl.int64) * N + n[None, :], to_out(h, out_ptr.dtype.element_ty),
+             mask=r_ok[:, None] & (n[None, :] < N))
+
+
+@triton.jit
+def moe_inverse(sorted_ptr, inv_ptr, NK, ROWS, BLOCK: tl.constexpr):
+    r = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    slot = tl.load(sorted_ptr + r, mask=r < ROWS, other=NK)
+    tl.store(inv_ptr + slot, r, mask=slot < NK)
+
+
+@triton.jit
+def moe_combine(y_ptr, inv_ptr, out_ptr, H, TOPK: tl.constexpr, BLOCK_H: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    acc = tl.zeros([BLOCK_H], tl.float32)
+    for j in tl.static_range(TOPK):
+        row = tl.load(inv_ptr + t * TOPK + j).to(tl.int64)
+        acc += tl.load(y_ptr + row * H + h, mask=h < H, other=0.0).to(tl.float32)
+    tl.store(out_ptr + t * H + h, to_out(acc, out_ptr.dtype.element_ty), mask=h < H)
+'''
+
+ALIGN = KernelSpec("moe_align", with_helpers(SOURCE))
+GEMM = KernelSpec("grouped_gemm", with_helpers(SOURCE))
+INVERSE = KernelSpec("moe_inverse", with_helpers(SOURCE))
+COMBINE = KernelSpec("moe_combine", with_helpers(SOURCE))
+ALIGN_CHUNK = 128
+
+
+def align(ids: torch.Tensor, experts: int, block: int) -> torch.Tensor:
+    """ids [N, K] -> sorted slots [N*K + experts*(block-1)] int32 (sentinel N*K)."""
+    nk = ids.numel()
+    rows = nk + experts * (block - 1)
+    out = torch.empty(rows, dtype=torch.int32, device=ids.device)
+    load_kernel(ALIGN, ids.device)[(1,)](ids.contiguous(), out, nk, rows, E=experts, BLOCK=block, CHUNK=ALIGN_CHUNK,
+                                         BLOCK_E=next_pow2(experts))
+    return out
+
+
+def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, w_gate: torch.Tensor,
+                 w_up: torch.Tensor | None, route: torch.Tensor | None, *, gather: bool, block: int) -> torch.Tensor:
+    """Rows of the sorted layout: (silu(a wgᵀ) * a wuᵀ if w_up else a wgᵀ) [* route], padding
+    rows zero. w_gate / w_up [E, N, K] (views with one expert stride); float32 out with route."""
+    rows = sorted_slots.shape[0]
+    n, k = w_gate.shape[1], w_gate.shape[2]
+    out_dtype = torch.float32 if route is not None else a.dtype
+    out = torch.empty(rows, n, dtype=out_dtype, device=a.device)
+    a = a if a.stride(-1) == 1 else a.contiguous()
+    cfg = _config(n, k, a.device)
+    grid = (-(-rows // block), -(-n // cfg["BLOCK_N"]))
+    if rows and n:
+        load_kernel(GEMM, a.device)[grid](
+            a, a.stride(0), sorted_slots, ids.contiguous(), w_gate, w_up if w_up is not None else w_gate,
+            w_gate.stride(0), w_gate.stride(1), route.contiguous() if route is not None else a, out, ids.numel(),
+            rows, n, k, TOPK=ids.shape[1], GATHER=gather, SWIGLU=w_up is not None, ROUTE=route is not None,
+            BLOCK_M=block, DOT_F32=a.device.type != "cuda" or a.dtype == torch.float32, **cfg)
+    return out
+
+
+def _config(n: int, k: int, device: torch.device) -> dict:
+    if device.type != "cuda":
+        return {"BLOCK_N": max(16, min(128, next_pow2(n))), "BLOCK_K": max(16, min(64, next_pow2(k)))}
+    return {"BLOCK_N": 64, "BLOCK_K": 64}
+
+
+def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Sum each token's K rows of y [rows, H] (sorted layout) into [N, H] in `dtype`."""
+    tokens, topk = ids.shape
+    rows, h = y.shape
+    inv = torch.empty(tokens * topk, dtype=torch.int32, device=y.device)
+    out = torch.empty(tokens, h, dtype=dtype, device=y.device)
+    if tokens:
+        load_kernel(INVERSE, y.device)[(-(-rows // 1024),)](sorted_slots, inv, tokens * topk, rows, BLOCK=1024)
+        bh = min(1024, next_pow2(h))
+        load_kernel(COMBINE, y.device)[(tokens, -(-h // bh))](y, inv, out, h, TOPK=topk, BLOCK_H=bh)
+    return out
+
+
+def signature(dtype: str, experts: int = 257, topk: int = 9, block: int = 16, hidden: int = 7168,
+              inter: int = 2048) -> list[tuple]:
+    """(spec, signature, constexprs) of every fused-MoE kernel at DeepSeek-V3's sizes."""
+    def job(spec, sig, const):
+        return (spec, {**sig, **{k: "constexpr" for k in const}}, const)
+
+    align_job = job(ALIGN, {"ids_ptr": "*i64", "sorted_ptr": "*i32", "NK": "i32", "ROWS": "i32"},
+                    {"E": experts, "BLOCK": block, "CHUNK": ALIGN_CHUNK, "BLOCK_E": next_pow2(experts)})
+    gemm_sig = {"a_ptr": f"*{dtype}", "sam": "i32", "sorted_ptr": "*i32", "ids_ptr": "*i64",
+                "wg_ptr": f"*{dtype}", "wu_ptr": f"*{dtype}", "swe": "i32", "swn": "i32", "route_ptr": "*fp32",
+                "out_ptr": f"*{dtype}", "NK": "i32", "ROWS": "i32", "N": "i32", "K": "i32"}
+    up = job(GEMM, gemm_sig, {"TOPK": topk, "GATHER": True, "SWIGLU": True, "ROUTE": False, "BLOCK_M": block,
+                              "BLOCK_N": 64, "BLOCK_K": 64, "DOT_F32": dtype == "fp32"})
+    down = job(GEMM, {**gemm_sig, "out_ptr": "*fp32"},
+               {"TOPK": topk, "GATHER": False, "SWIGLU": False, "ROUTE": True, "BLOCK_M": block, "BLOCK_N": 64,
+                "BLOCK_K": 64, "DOT_F32": dtype == "fp32"})
+    inverse = job(INVERSE, {"sorted_ptr": "*i32", "inv_ptr": "*i32", "NK": "i32", "ROWS": "i32"}, {"BLOCK": 1024})
+    comb = job(COMBINE, {"y_ptr": "*fp32", "inv_ptr": "*i32", "out_ptr": f"*{dtype}", "H": "i32"},
+               {"TOPK": topk, "BLOCK_H": 1024})
+    return [align_job, up, down, inverse, comb]
