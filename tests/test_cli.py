@@ -102,6 +102,26 @@ def test_run_mla_on_the_triton_backend():
     assert r.stdout.count(" ok ") == 2 and "backend triton" in r.stdout
 
 
+def test_compile_writes_sources_and_a_manifest(tmp_path):
+    import json
+
+    r = dsc("compile", "tiny-v3", "--backend", "triton", "--out", str(tmp_path / "k"), "--dtype", "bfloat16")
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((tmp_path / "k" / "manifest.json").read_text())
+    groups = {k["group"] for k in manifest["kernels"]}
+    assert {"paged_append", "paged_attention", "attention", "gemm", "router", "moe_align", "grouped_gemm",
+            "moe_combine"} <= groups
+    for k in manifest["kernels"]:
+        source = (tmp_path / "k" / k["file"]).read_text()
+        assert f"def {k['kernel']}(" in source and k["grid"].startswith("(")
+        assert all(v != "constexpr" for v in k["signature"].values()) and k["constexprs"]
+    fused = [k["fuses"] for k in manifest["kernels"] if k["group"] == "paged_append"]
+    assert fused == [["rms_norm", "rope", "concat", "paged_append"]]
+    (tmp_path / "file").write_text("")
+    r = dsc("compile", "tiny-v3", "--out", str(tmp_path / "file"))
+    assert r.returncode == 2 and "is not a directory" in r.stderr
+
+
 def test_malformed_and_invalid_config_files(tmp_path):
     bad = tmp_path / "config.json"
     bad.write_text('{"hidden_size": ')

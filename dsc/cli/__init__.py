@@ -1,4 +1,4 @@
-"""The `dsc` command line: run and show (compile, tune and bench arrive with their issues).
+"""The `dsc` command line: run, show and compile (tune and bench arrive with their issues).
 
 Bad input (unknown preset, malformed JSON, an invalid config, unsupported dtype or
 device) prints one line on stderr and exits with status 2, never a traceback.
@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(show)
     show.add_argument("--cost", action="store_true",
                       help="also print absorb's FLOP and byte formulas in T and S and the crossover it chose")
+
+    comp = sub.add_parser("compile", help="write the generated kernel sources and a manifest.json")
+    _add_model_args(comp)
+    comp.add_argument("--backend", choices=("triton",), default="triton")
+    comp.add_argument("--out", required=True, metavar="DIR", help="directory for the sources and manifest.json")
     return parser
 
 
@@ -65,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             from dsc.cli.run import run
 
             return run(args)
+        if args.command == "compile":
+            from dsc.cli.compile import compile_layers
+
+            return compile_layers(args)
         from dsc.cli.show import show
 
         return show(args)

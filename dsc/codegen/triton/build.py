@@ -25,6 +25,7 @@ from dsc.runtime.loader import load_module
 class KernelSpec:
     name: str  # the @triton.jit function in the source
     source: str
+    grid: str = ""  # the launch grid rule, for the manifest
 
 
 # Prepended to kernel sources that store float results. A float32 -> bf16 conversion

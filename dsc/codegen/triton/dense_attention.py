@@ -75,7 +75,7 @@ def flash_attention(q_ptr, sqb, sqt, sqh, k_ptr, skb, sks, skh, v_ptr, svb, svs,
     tl.store(lse_ptr + (b * H + h) * T + t, lse, mask=t_ok)
 '''
 
-SPEC = KernelSpec("flash_attention", with_helpers(SOURCE))
+SPEC = KernelSpec("flash_attention", with_helpers(SOURCE), "(cdiv(T, BLOCK_M), B * H)")
 BLOCK_N = 32
 
 

@@ -114,10 +114,10 @@ def moe_combine(y_ptr, inv_ptr, out_ptr, H, TOPK: tl.constexpr, BLOCK_H: tl.cons
     tl.store(out_ptr + t * H + h, to_out(acc, out_ptr.dtype.element_ty), mask=h < H)
 '''
 
-ALIGN = KernelSpec("moe_align", with_helpers(SOURCE))
-GEMM = KernelSpec("grouped_gemm", with_helpers(SOURCE))
-INVERSE = KernelSpec("moe_inverse", with_helpers(SOURCE))
-COMBINE = KernelSpec("moe_combine", with_helpers(SOURCE))
+ALIGN = KernelSpec("moe_align", with_helpers(SOURCE), "(1,)")
+GEMM = KernelSpec("grouped_gemm", with_helpers(SOURCE), "(cdiv(ROWS, BLOCK_M), cdiv(N, BLOCK_N))")
+INVERSE = KernelSpec("moe_inverse", with_helpers(SOURCE), "(cdiv(ROWS, BLOCK),)")
+COMBINE = KernelSpec("moe_combine", with_helpers(SOURCE), "(N tokens, cdiv(H, BLOCK_H))")
 ALIGN_CHUNK = 128
 
 

@@ -52,7 +52,7 @@ def batched_gemm(a_ptr, sab, sam, sak, b_ptr, sbb, sbk, sbn, c_ptr, scb, scm, sc
     tl.store(c, to_out(acc, c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 '''
 
-SPEC = KernelSpec("batched_gemm", with_helpers(SOURCE))
+SPEC = KernelSpec("batched_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), batch)")
 
 
 def default_config(m: int, n: int, k: int, device: torch.device) -> dict:

@@ -54,7 +54,7 @@ def latent_append(kv_ptr, kv_stride, w_ptr, pos_ptr, slot_ptr, inv_freq_ptr, cac
     tl.store(dst + RANK + ROPE // 2 + h, to_out(x2 * cos + x1 * sin, out_ty), mask=hm)
 '''
 
-SPEC = KernelSpec("latent_append", with_helpers(SOURCE))
+SPEC = KernelSpec("latent_append", with_helpers(SOURCE), "(new tokens,)")
 
 
 def slot_mapping(block_table: torch.Tensor, cache_seqlens: torch.Tensor, tokens: int, page_size: int) -> torch.Tensor:

@@ -128,6 +128,7 @@ def compile_jobs(group: Group) -> list[tuple]:
             ids, experts, block = align.srcs[0], align.attrs["experts"], align.attrs["block"]
             act = n.srcs[0].dtype.name if kind == "grouped_gemm" else n.dtype.name
         jobs = fused_moe.signature(TRITON_TYPES[act] if act in TRITON_TYPES else "fp32", experts, ids.shape[1], block)
-        pick = {"moe_align": [0], "grouped_gemm": [1, 2], "moe_combine": [3, 4], "moe_experts": [0, 1, 2, 3, 4]}
+        variant = [1] if n.attrs.get("swiglu") else [2]  # gate+up with SiLU, or down with routing weights
+        pick = {"moe_align": [0], "grouped_gemm": variant, "moe_combine": [3, 4], "moe_experts": [0, 1, 2, 3, 4]}
         return [jobs[i] for i in pick[kind]]
     raise DscError(f"the triton backend has no kernel for group {kind!r} ({n.op})")

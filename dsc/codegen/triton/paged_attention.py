@@ -113,8 +113,8 @@ def paged_mla_combine(mid_o_ptr, mid_lse_ptr, out_ptr, lse_ptr, T, H,
     tl.store(lse_ptr + (b * H + h) * T + t, tl.where(total > 0, g_safe + tl.log(total), float("-inf")))
 '''
 
-SPLIT = KernelSpec("paged_mla_split", with_helpers(SOURCE))
-COMBINE = KernelSpec("paged_mla_combine", with_helpers(SOURCE))
+SPLIT = KernelSpec("paged_mla_split", with_helpers(SOURCE), "(B, cdiv(T * H, BLOCK_M), SPLITS)")
+COMBINE = KernelSpec("paged_mla_combine", with_helpers(SOURCE), "(B * T * H,)")
 
 BLOCK_N = 16  # cache positions per inner step; pages of 16/64 hold whole steps, page 1 is gathered per row
 

@@ -83,7 +83,7 @@ def moe_router(logits_ptr, bias_ptr, ids_ptr, w_ptr, N, eps, scale, extra_w,
     tl.store(w_ptr + out, w, mask=ok)
 '''
 
-SPEC = KernelSpec("moe_router", SOURCE)
+SPEC = KernelSpec("moe_router", SOURCE, "(cdiv(N, BLOCK_T),)")
 METHODS = {"greedy": 0, "group_limited_greedy": 1, "noaux_tc": 2}
 
 

@@ -226,7 +226,7 @@ def generate(group: Group) -> tuple[KernelSpec, "RowKernel"]:
               f"def {name}({arglist}):\n" + "\n".join(body) + "\n")
     digest = hashlib.sha256(source.encode()).hexdigest()[:8]
     source = source.replace(f"def {name}(", f"def {name}_{digest}(")
-    spec = KernelSpec(f"{name}_{digest}", source)
+    spec = KernelSpec(f"{name}_{digest}", source, "(cdiv(rows, BLOCK_R),)")
     return spec, RowKernel(spec, group, value_node, e.loads, e.tables, params)
 
 
