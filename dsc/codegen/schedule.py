@@ -32,7 +32,7 @@ from dsc.ir.node import Node
 VIEW_OPS = frozenset({"reshape", "slice", "expand", "permute"})
 ROW_OPS = frozenset({"cast", "add", "mul", "scale", "silu", "rms_norm", "rope", "concat", "normalize_sum"})
 GEMM_OPS = frozenset({"linear", "einsum"})
-MOE_OPS = frozenset({"moe_align", "grouped_gemm", "moe_combine", "moe_experts"})
+MOE_OPS = frozenset({"moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine", "moe_experts"})
 
 
 @dataclass(eq=False)
@@ -95,13 +95,19 @@ def _leading(n: Node) -> tuple:
 
 
 def _paged_kv(k: Node, v: Node):
-    """(cache, block_table) when k = reshape(paged_gather(cache, table)) to one head and
-    v = k[..., :dv]: attention that can read the pages directly."""
-    if k.op != "reshape" or k.shape[2] != 1 or k.srcs[0].op != "paged_gather":
+    """(gather, unpack or None) when k = reshape([kv_unpack_fp8](paged_gather(cache, table)))
+    to one head and v = k[..., :dv]: attention that can read (and dequantize) the pages
+    directly."""
+    if k.op != "reshape" or k.shape[2] != 1:
+        return None
+    src, unpack = k.srcs[0], None
+    if src.op == "kv_unpack_fp8":
+        src, unpack = src.srcs[0], src
+    if src.op != "paged_gather":
         return None
     if v.op != "slice" or v.srcs[0] is not k or v.attrs["start"] != 0 or v.attrs["axis"] % 4 != 3:
         return None
-    return k.srcs[0].srcs
+    return src, unpack
 
 
 def schedule(g: Graph, supported: frozenset[str] | None = None) -> list[Group]:
@@ -113,12 +119,14 @@ def schedule(g: Graph, supported: frozenset[str] | None = None) -> list[Group]:
     def inlined(n: Node) -> bool:
         """Fused into its one user rather than materialized."""
         us = users.get(id(n), [])
-        if not is_row_op(n) or id(n) in outputs or len(us) != 1:
+        if not (is_row_op(n) or n.op == "kv_pack_fp8") or id(n) in outputs or len(us) != 1:
             return False
         u = us[0]
         if u.op == "paged_append":
             return u.srcs[3] is n
-        return is_row_op(u) and _leading(u) == _leading(n)
+        if u.op == "kv_pack_fp8":  # the FP8 cache row is packed as it is written
+            return inlined(u) and _leading(u) == _leading(n)
+        return n.op != "kv_pack_fp8" and is_row_op(u) and _leading(u) == _leading(n)
 
     order = call_nodes(g)
     routers = {}
@@ -128,6 +136,8 @@ def schedule(g: Graph, supported: frozenset[str] | None = None) -> list[Group]:
             if r is not None:
                 routers[id(r.root)] = r
     covered = {id(m) for r in routers.values() for m in r.nodes}
+    # an FP8 cache is gathered and dequantized in one pass: the gather joins its unpack
+    covered |= {id(n.srcs[0]) for n in order if n.op == "kv_unpack_fp8" and n.srcs[0].op == "paged_gather"}
 
     groups: list[Group] = []
     for n in order:
@@ -147,15 +157,25 @@ def schedule(g: Graph, supported: frozenset[str] | None = None) -> list[Group]:
             groups.append(Group("paged_append" if n.op == "paged_append" else "rowwise", n, tuple(region), ins))
         elif n.op == "paged_gather":
             groups.append(Group("paged_gather", n, (n,), n.srcs))
+        elif n.op == "kv_unpack_fp8" and n.srcs[0].op == "paged_gather":
+            # gather + dequantize in one pass (the gather is then only this group's)
+            gather = n.srcs[0]
+            if len(users.get(id(gather), [])) != 1:
+                raise DscError("kv_unpack_fp8: its paged_gather has other users; nothing covers that yet")
+            groups.append(Group("paged_gather", n, (n, gather), gather.srcs))
         elif n.op == "attention":
             q, k, v, lens = n.srcs
             paged = _paged_kv(k, v)
             if paged is not None:
-                groups.append(Group("paged_attention", n, (n,), (q, *paged, lens)))
+                gather, unpack = paged
+                fused = (n, unpack) if unpack is not None else (n,)
+                groups.append(Group("paged_attention", n, fused, (q, *gather.srcs, lens)))
             else:
                 groups.append(Group("attention", n, (n,), n.srcs))
         elif n.op in GEMM_OPS:
             groups.append(Group("gemm", n, (n,), n.srcs))
+        elif n.op == "fp8_linear":
+            groups.append(Group("fp8_gemm", n, (n,), n.srcs))
         elif n.op in MOE_OPS:
             groups.append(Group(n.op, n, (n,), n.srcs))
         else:

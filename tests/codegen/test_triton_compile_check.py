@@ -41,3 +41,21 @@ def test_every_moe_kernel_compiles(arch, passes):
     found = [job for grp in groups for job in compile_jobs(grp)]
     for (spec, _, _), res in zip(found, compile_all(found, arch)):
         assert f".target sm_{arch}" in res["ptx"] and res["cubin_bytes"] > 0, spec.name
+
+
+FP8 = ["absorb", "fuse_experts", "fp8", "fp8_kv", "fold", "cse", "dce"]
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_every_fp8_kernel_compiles_for_the_target_it_was_compiled_for(arch):
+    """FP8 graphs differ by target: FP8 x FP8 dots with activation quantization for sm_90,
+    weight-only FP8 for sm_80; both with the FP8 latent cache."""
+    cfg = Config.preset("deepseek-v3").replace(n_routed_experts=16, n_group=4, topk_group=2)
+    found = []
+    for layer in (MLA, MoE):
+        module = layer(cfg, dtype=torch.bfloat16, passes=FP8, target=f"sm{arch}")
+        groups = schedule(module.graph)
+        assert {"fp8_gemm", "grouped_gemm_fp8"} & {grp.kind for grp in groups}
+        found += [job for grp in groups for job in compile_jobs(grp)]
+    for (spec, _, _), res in zip(found, compile_all(found, arch)):
+        assert f".target sm_{arch}" in res["ptx"] and res["cubin_bytes"] > 0, spec.name

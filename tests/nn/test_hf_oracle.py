@@ -136,7 +136,7 @@ def test_mla_prefill_and_decode_match_hf(version, passes, data, seed):
     check_mla_against_hf(version, passes, data, seed)
 
 
-@pytest.mark.parametrize("passes", ["none", "default"])
+@pytest.mark.parametrize("passes", PIPELINES, ids=["none", "default", "fp8"])
 @pytest.mark.parametrize("version", [2, 3])
 @settings(max_examples=10)  # Triton's interpreter: about half a second a call
 @given(data=st.data(), seed=seeds)
@@ -163,7 +163,7 @@ def test_moe_matches_hf(version, passes, data, seed):
     check_moe_against_hf(version, passes, data, seed)
 
 
-@pytest.mark.parametrize("passes", ["none", "default"])
+@pytest.mark.parametrize("passes", PIPELINES, ids=["none", "default", "fp8"])
 @pytest.mark.parametrize("version", [2, 3])
 @settings(max_examples=10)  # Triton's interpreter
 @given(data=st.data(), seed=seeds)

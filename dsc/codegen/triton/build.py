@@ -39,6 +39,42 @@ def to_out(x, ty: tl.constexpr):
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
         x = bits.to(tl.float32, bitcast=True)
     return x.to(ty)
+
+
+@triton.jit
+def round_e4m3(x):
+    """x saturated to +-448 and rounded to nearest even on e4m3's grid, as float32: exact
+    in e4m3, so the cast that follows does not round (it rounds wrongly under the
+    interpreter)."""
+    x = tl.minimum(tl.maximum(x, -448.0), 448.0)
+    a = tl.abs(x)
+    bits = a.to(tl.uint32, bitcast=True)
+    normal = ((bits + 0x7FFFF + ((bits >> 20) & 1)) & 0xFFF00000).to(tl.float32, bitcast=True)
+    subnormal = (a + 24576.0) - 24576.0  # multiples of 2^-9 below 2^-6
+    r = tl.where(a < 0.015625, subnormal, normal)
+    return tl.where((x.to(tl.uint32, bitcast=True) >> 31) != 0, -r, r)  # -0.0 stays -0.0
+
+
+@triton.jit
+def decode_e4m3(b):
+    """e4m3 bytes (uint8) -> float32 without the fp8 type, which sm_80 lacks: the byte's
+    bits placed in a float16 (exponent bias 15 against 7) and scaled by 2^8, exact for
+    normal and subnormal values alike."""
+    b = b.to(tl.uint16)
+    h = ((b & 0x80) << 8) | ((b & 0x7F) << 7)
+    return h.to(tl.float16, bitcast=True).to(tl.float32) * 256.0
+
+
+@triton.jit
+def encode_e4m3(r):
+    """float32 values exactly on e4m3's grid (round_e4m3's output) -> their bytes (uint8)."""
+    a = tl.abs(r)
+    bits = a.to(tl.uint32, bitcast=True)
+    normal = (((bits >> 23) - 120) << 3) | ((bits >> 20) & 7)
+    subnormal = (a * 512.0).to(tl.uint32)
+    byte = tl.where(a < 0.015625, subnormal, normal)
+    sign = (r.to(tl.uint32, bitcast=True) >> 31) << 7  # -0.0 keeps its sign, as torch's cast does
+    return (byte | sign).to(tl.uint8)
 '''
 
 
@@ -94,7 +130,8 @@ for i, (path, name, signature, constexprs) in enumerate(jobs):
         compiled = triton.compile(ASTSource(getattr(module, name), signature, constexprs=constexprs),
                                   target=GPUTarget("cuda", arch, 32))
     except Exception as e:
-        print(json.dumps({"error": f"{name}: {type(e).__name__}: {str(e).strip().splitlines()[-1:]}"}))
+        lines = [line for line in str(e).strip().splitlines() if line.strip(" ^")]
+        print(json.dumps({"error": f"{name}: {type(e).__name__}: {' | '.join(lines[-3:])}"}))
         continue
     print(json.dumps({"ptx": compiled.asm["ptx"], "cubin_bytes": len(compiled.asm["cubin"]),
                       "shared": compiled.metadata.shared}))

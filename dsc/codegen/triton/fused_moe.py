@@ -51,9 +51,31 @@ def moe_align(ids_ptr, sorted_ptr, NK, ROWS, E: tl.constexpr, BLOCK: tl.constexp
 
 
 @triton.jit
-def grouped_gemm(a_ptr, sam, sorted_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, route_ptr, out_ptr, NK, ROWS, N, K,
+def fp8_step(x, w, s, ACT_QUANT: tl.constexpr, DOT_F32: tl.constexpr):
+    """One BLOCK_K step of a block-scaled FP8 product (see fp8_gemm.py), in float32."""
+    xf = x.to(tl.float32)
+    if ACT_QUANT:
+        sa = tl.maximum(tl.max(tl.abs(xf), axis=1), 1e-12) / 448.0
+        q = round_e4m3(xf / sa[:, None])
+        if DOT_F32:
+            part = tl.dot(q, w.to(tl.float32)) * sa[:, None]
+        else:
+            part = tl.dot(q.to(tl.float8e4nv), w) * sa[:, None]
+    else:
+        wf = decode_e4m3(w)  # weight-only: the e4m3 bytes come as uint8 (sm_80 has no fp8 type)
+        if DOT_F32:
+            part = tl.dot(xf, wf)
+        else:
+            part = tl.dot(x, wf.to(x.dtype))
+    return part * s[None, :]
+
+
+@triton.jit
+def grouped_gemm(a_ptr, sam, sorted_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, s_ptr, sse, KB, UP_OFF, route_ptr,
+                 out_ptr, NK, ROWS, N, K,
                  TOPK: tl.constexpr, GATHER: tl.constexpr, SWIGLU: tl.constexpr, ROUTE: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
+                 WFP8: tl.constexpr, ACT_QUANT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
     r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     kk = tl.arange(0, BLOCK_K)
@@ -75,16 +97,26 @@ def grouped_gemm(a_ptr, sam, sorted_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, rout
         x = tl.load(a + k0, mask=valid[:, None] & (kk[None, :] + k0 < K), other=0.0)
         wmask = (kk[:, None] + k0 < K) & (n[None, :] < N)
         wg = tl.load(wg_ptr + w_off + k0, mask=wmask, other=0.0)
-        if DOT_F32:
-            x = x.to(tl.float32)
-            wg = wg.to(tl.float32)
-        acc_g = tl.dot(x, wg, acc_g)
-        if SWIGLU:
-            wu = tl.load(wu_ptr + w_off + k0, mask=wmask, other=0.0)
+        if WFP8:  # block scales of the gate (or only) rows, and of the up rows UP_OFF further down
+            s_row = s_ptr + expert * sse + k0 // BLOCK_K
+            acc_g += fp8_step(x, wg, tl.load(s_row + (n // BLOCK_K) * KB, mask=n < N, other=0.0), ACT_QUANT, DOT_F32)
+            if SWIGLU:
+                wu = tl.load(wu_ptr + w_off + k0, mask=wmask, other=0.0)
+                su = tl.load(s_row + ((n + UP_OFF) // BLOCK_K) * KB, mask=n < N, other=0.0)
+                acc_u += fp8_step(x, wu, su, ACT_QUANT, DOT_F32)
+        else:
             if DOT_F32:
-                wu = wu.to(tl.float32)
-            acc_u = tl.dot(x, wu, acc_u)
-    act = a_ptr.dtype.element_ty
+                x = x.to(tl.float32)
+                wg = wg.to(tl.float32)
+            acc_g = tl.dot(x, wg, acc_g)
+            if SWIGLU:
+                wu = tl.load(wu_ptr + w_off + k0, mask=wmask, other=0.0)
+                if DOT_F32:
+                    wu = wu.to(tl.float32)
+                acc_u = tl.dot(x, wu, acc_u)
+    # the plain path rounds to the activation dtype where the reference does; the FP8
+    # path (like its reference) keeps float32 until the store
+    act = a_ptr.dtype.element_ty if not WFP8 else tl.float32
     h = to_out(acc_g, act).to(tl.float32)
     if SWIGLU:
         u = to_out(acc_u, act).to(tl.float32)
@@ -132,22 +164,34 @@ def align(ids: torch.Tensor, experts: int, block: int) -> torch.Tensor:
 
 
 def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, w_gate: torch.Tensor,
-                 w_up: torch.Tensor | None, route: torch.Tensor | None, *, gather: bool, block: int) -> torch.Tensor:
+                 w_up: torch.Tensor | None, route: torch.Tensor | None, *, gather: bool, block: int,
+                 scales: torch.Tensor | None = None, up_offset: int = 0, act_quant: bool = False,
+                 scale_block: int = 128) -> torch.Tensor:
     """Rows of the sorted layout: (silu(a wgᵀ) * a wuᵀ if w_up else a wgᵀ) [* route], padding
-    rows zero. w_gate / w_up [E, N, K] (views with one expert stride); float32 out with route."""
+    rows zero. w_gate / w_up [E, N, K] (views with one expert stride); float32 out with
+    route. With scales [E, ceil(rows/b), ceil(K/b)] the weights are block-scaled e4m3
+    (the up rows start up_offset rows into the scaled weight); act_quant quantizes the
+    activations per row per scale_block channels."""
     rows = sorted_slots.shape[0]
     n, k = w_gate.shape[1], w_gate.shape[2]
     out_dtype = torch.float32 if route is not None else a.dtype
     out = torch.empty(rows, n, dtype=out_dtype, device=a.device)
     a = a if a.stride(-1) == 1 else a.contiguous()
+    fp8 = scales is not None
     cfg = _config(n, k, a.device)
+    if fp8:
+        cfg["BLOCK_K"] = scale_block
     grid = (-(-rows // block), -(-n // cfg["BLOCK_N"]))
     if rows and n:
+        s = scales.contiguous() if fp8 else a
+        if fp8 and not act_quant:
+            w_gate, w_up = w_gate.view(torch.uint8), w_up.view(torch.uint8) if w_up is not None else None
         load_kernel(GEMM, a.device)[grid](
             a, a.stride(0), sorted_slots, ids.contiguous(), w_gate, w_up if w_up is not None else w_gate,
-            w_gate.stride(0), w_gate.stride(1), route.contiguous() if route is not None else a, out, ids.numel(),
-            rows, n, k, TOPK=ids.shape[1], GATHER=gather, SWIGLU=w_up is not None, ROUTE=route is not None,
-            BLOCK_M=block, DOT_F32=a.device.type != "cuda" or a.dtype == torch.float32, **cfg)
+            w_gate.stride(0), w_gate.stride(1), s, s.stride(0) if fp8 else 0, s.shape[-1] if fp8 else 0, up_offset,
+            route.contiguous() if route is not None else a, out, ids.numel(), rows, n, k, TOPK=ids.shape[1],
+            GATHER=gather, SWIGLU=w_up is not None, ROUTE=route is not None, WFP8=fp8, ACT_QUANT=act_quant,
+            BLOCK_M=block, DOT_F32=a.device.type != "cuda" or (a.dtype == torch.float32 and not act_quant), **cfg)
     return out
 
 
@@ -170,22 +214,23 @@ def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtyp
     return out
 
 
-def signature(dtype: str, experts: int = 257, topk: int = 9, block: int = 16, hidden: int = 7168,
-              inter: int = 2048) -> list[tuple]:
+def signature(dtype: str, experts: int = 257, topk: int = 9, block: int = 16, fp8: bool = False,
+              act_quant: bool = True) -> list[tuple]:
     """(spec, signature, constexprs) of every fused-MoE kernel at DeepSeek-V3's sizes."""
     def job(spec, sig, const):
         return (spec, {**sig, **{k: "constexpr" for k in const}}, const)
 
     align_job = job(ALIGN, {"ids_ptr": "*i64", "sorted_ptr": "*i32", "NK": "i32", "ROWS": "i32"},
                     {"E": experts, "BLOCK": block, "CHUNK": ALIGN_CHUNK, "BLOCK_E": next_pow2(experts)})
+    wdt = ("fp8e4nv" if act_quant else "u8") if fp8 else dtype
     gemm_sig = {"a_ptr": f"*{dtype}", "sam": "i32", "sorted_ptr": "*i32", "ids_ptr": "*i64",
-                "wg_ptr": f"*{dtype}", "wu_ptr": f"*{dtype}", "swe": "i32", "swn": "i32", "route_ptr": "*fp32",
-                "out_ptr": f"*{dtype}", "NK": "i32", "ROWS": "i32", "N": "i32", "K": "i32"}
-    up = job(GEMM, gemm_sig, {"TOPK": topk, "GATHER": True, "SWIGLU": True, "ROUTE": False, "BLOCK_M": block,
-                              "BLOCK_N": 64, "BLOCK_K": 64, "DOT_F32": dtype == "fp32"})
-    down = job(GEMM, {**gemm_sig, "out_ptr": "*fp32"},
-               {"TOPK": topk, "GATHER": False, "SWIGLU": False, "ROUTE": True, "BLOCK_M": block, "BLOCK_N": 64,
-                "BLOCK_K": 64, "DOT_F32": dtype == "fp32"})
+                "wg_ptr": f"*{wdt}", "wu_ptr": f"*{wdt}", "swe": "i32", "swn": "i32", "s_ptr": "*fp32", "sse": "i32",
+                "KB": "i32", "UP_OFF": "i32", "route_ptr": "*fp32", "out_ptr": f"*{dtype}", "NK": "i32",
+                "ROWS": "i32", "N": "i32", "K": "i32"}
+    common = {"TOPK": topk, "BLOCK_M": block, "BLOCK_N": 64, "BLOCK_K": 128 if fp8 else 64, "WFP8": fp8,
+              "ACT_QUANT": fp8 and act_quant, "DOT_F32": dtype == "fp32" and not (fp8 and act_quant)}
+    up = job(GEMM, gemm_sig, {"GATHER": True, "SWIGLU": True, "ROUTE": False, **common})
+    down = job(GEMM, {**gemm_sig, "out_ptr": "*fp32"}, {"GATHER": False, "SWIGLU": False, "ROUTE": True, **common})
     inverse = job(INVERSE, {"sorted_ptr": "*i32", "inv_ptr": "*i32", "NK": "i32", "ROWS": "i32"}, {"BLOCK": 1024})
     comb = job(COMBINE, {"y_ptr": "*fp32", "inv_ptr": "*i32", "out_ptr": f"*{dtype}", "H": "i32"},
                {"TOPK": topk, "BLOCK_H": 1024})

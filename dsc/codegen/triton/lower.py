@@ -7,12 +7,13 @@ from typing import Callable
 import torch
 
 from dsc.codegen.schedule import Group
-from dsc.codegen.triton import dense_attention, fused_moe, gemm, paged_attention, router, rowwise
+from dsc.codegen.triton import dense_attention, fp8_gemm, fused_moe, gemm, paged_attention, router, rowwise
 from dsc.errors import DscError
 
 Launcher = Callable[[dict, dict], torch.Tensor]  # (tensors by node id, the call's symbol bindings)
 KINDS = frozenset({"view", "dispatch", "rowwise", "paged_append", "paged_gather", "gemm", "attention",
-                   "paged_attention", "router", "moe_align", "grouped_gemm", "moe_combine", "moe_experts"})
+                   "paged_attention", "router", "moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine",
+                   "moe_experts", "fp8_gemm"})
 
 
 def router_spec(group: Group) -> router.RouterSpec:
@@ -49,10 +50,16 @@ def lower(group: Group) -> Launcher:
     if kind == "paged_attention":
         dv = n.shape[-1]
 
+        unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
+        if unpack is not None and unpack.attrs["rank"] != dv:
+            raise DscError(f"paged attention over an FP8 cache reads V as the rank {unpack.attrs['rank']} latent, "
+                           f"got a V of width {dv}")
+
         def run(v, env):
             q, cache, table, lens = (v[id(s)] for s in group.inputs)
             return paged_attention.paged_mla_attention(q, cache, table, lens, n.attrs["scale"], dv,
-                                                       len_offset=q.shape[1])[0]
+                                                       len_offset=q.shape[1],
+                                                       fp8_group=unpack.attrs["group"] if unpack else None)[0]
         return run
     if kind == "router":
         spec = router_spec(group)
@@ -64,21 +71,26 @@ def lower(group: Group) -> Launcher:
         return run
     if kind == "moe_align":
         return lambda v, env: fused_moe.align(v[id(n.srcs[0])], n.attrs["experts"], n.attrs["block"])
-    if kind == "grouped_gemm":
+    if kind in ("grouped_gemm", "grouped_gemm_fp8"):
         block = n.srcs[1].attrs["block"] if n.srcs[1].op == "moe_align" else None
         if block is None:
-            raise DscError("grouped_gemm: its row layout must come from moe_align (the block size)")
+            raise DscError(f"{n.op}: its row layout must come from moe_align (the block size)")
+        fp8 = kind == "grouped_gemm_fp8"
+        n_w = 5 if fp8 else 4
 
         def run(v, env):
             a, slots, ids, w = (v[id(s)] for s in n.srcs[:4])
-            route = v[id(n.srcs[4])] if len(n.srcs) == 5 else None
-            if n.attrs["swiglu"]:
-                half = w.shape[1] // 2
-                gate, up = w[:, :half], w[:, half:]
-            else:
-                gate, up = w, None
-            return fused_moe.grouped_gemm(a, slots, ids, gate, up, route, gather=n.attrs["gather"], block=block)
+            scales = v[id(n.srcs[4])] if fp8 else None
+            route = v[id(n.srcs[n_w])] if len(n.srcs) > n_w else None
+            half = w.shape[1] // 2 if n.attrs["swiglu"] else 0
+            gate, up = (w[:, :half], w[:, half:]) if half else (w, None)
+            return fused_moe.grouped_gemm(a, slots, ids, gate, up, route, gather=n.attrs["gather"], block=block,
+                                          scales=scales, up_offset=half, act_quant=fp8 and n.attrs["act_quant"],
+                                          scale_block=n.attrs.get("block", 128))
         return run
+    if kind == "fp8_gemm":
+        return lambda v, env: fp8_gemm.fp8_linear(*(v[id(s)] for s in n.srcs), act_quant=n.attrs["act_quant"],
+                                                  block=n.attrs["block"])
     if kind == "moe_combine":
         from dsc.ir.types import to_torch
 
@@ -116,19 +128,26 @@ def compile_jobs(group: Group) -> list[tuple]:
     if kind == "paged_attention":
         q, cache = group.inputs[:2]
         heads = q.shape[2] if isinstance(q.shape[2], int) else 128
-        return paged_attention.signature(dt, heads=heads, page=cache.shape[1])
+        unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
+        return paged_attention.signature(dt, heads=heads, page=cache.shape[1],
+                                         fp8_group=unpack.attrs["group"] if unpack else None, row_bytes=cache.shape[2])
     if kind == "router":
         return router.signature(router_spec(group), group.inputs[0].shape[-1], len(group.inputs) > 1)
-    if kind in ("moe_align", "grouped_gemm", "moe_combine", "moe_experts"):
+    if kind == "fp8_gemm":
+        return fp8_gemm.signature(TRITON_TYPES[n.dtype.name], n.attrs["act_quant"], n.attrs["block"])
+    if kind in ("moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine", "moe_experts"):
         if kind == "moe_experts":
             ids, gate = n.srcs[1], n.srcs[3]
             experts, block, act = gate.shape[0], EXPERT_BLOCK, n.dtype.name
         else:
             align = n if kind == "moe_align" else n.srcs[1]
             ids, experts, block = align.srcs[0], align.attrs["experts"], align.attrs["block"]
-            act = n.srcs[0].dtype.name if kind == "grouped_gemm" else n.dtype.name
-        jobs = fused_moe.signature(TRITON_TYPES[act] if act in TRITON_TYPES else "fp32", experts, ids.shape[1], block)
+            act = n.srcs[0].dtype.name if kind.startswith("grouped_gemm") else n.dtype.name
+        fp8 = kind == "grouped_gemm_fp8"
+        jobs = fused_moe.signature(TRITON_TYPES[act] if act in TRITON_TYPES else "fp32", experts, ids.shape[1], block,
+                                   fp8=fp8, act_quant=fp8 and n.attrs["act_quant"])
         variant = [1] if n.attrs.get("swiglu") else [2]  # gate+up with SiLU, or down with routing weights
-        pick = {"moe_align": [0], "grouped_gemm": variant, "moe_combine": [3, 4], "moe_experts": [0, 1, 2, 3, 4]}
+        pick = {"moe_align": [0], "grouped_gemm": variant, "grouped_gemm_fp8": variant, "moe_combine": [3, 4],
+                "moe_experts": [0, 1, 2, 3, 4]}
         return [jobs[i] for i in pick[kind]]
     raise DscError(f"the triton backend has no kernel for group {kind!r} ({n.op})")

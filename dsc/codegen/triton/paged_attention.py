@@ -36,7 +36,8 @@ def paged_mla_split(q_ptr, stride_qb, stride_qt, stride_qh, cache_ptr, table_ptr
                     mid_o_ptr, mid_lse_ptr, T, H, split_len, scale_log2,
                     DK: tl.constexpr, DV: tl.constexpr, PAGE: tl.constexpr, SPLITS: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_DR: tl.constexpr,
-                    CAUSAL: tl.constexpr, DOT_F32: tl.constexpr):
+                    CAUSAL: tl.constexpr, DOT_F32: tl.constexpr, FP8_KV: tl.constexpr = False,
+                    GROUP: tl.constexpr = 128, ROW_BYTES: tl.constexpr = 0):
     b = tl.program_id(0)
     split = tl.program_id(2)
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # query rows: (token, head) pairs
@@ -67,9 +68,20 @@ def paged_mla_split(q_ptr, stride_qb, stride_qt, stride_qh, cache_ptr, table_ptr
         pos = n0 + tl.arange(0, BLOCK_N)
         pos_ok = pos < stop
         page = tl.load(table_ptr + b.to(tl.int64) * stride_tb + pos // PAGE, mask=pos_ok, other=0)
-        row = cache_ptr + (page.to(tl.int64) * PAGE + pos % PAGE) * DK
-        kv = tl.load(row[:, None] + dv[None, :], mask=pos_ok[:, None] & (dv[None, :] < DV), other=0.0)
-        k_pe = tl.load(row[:, None] + DV + dr[None, :], mask=pos_ok[:, None] & (dr[None, :] < DK - DV), other=0.0)
+        kv_ok = pos_ok[:, None] & (dv[None, :] < DV)
+        pe_ok = pos_ok[:, None] & (dr[None, :] < DK - DV)
+        if FP8_KV:  # kv_pack_fp8 rows: DV e4m3 bytes, DV / GROUP float32 scales, the rope part in bf16
+            row = cache_ptr + (page.to(tl.int64) * PAGE + pos % PAGE) * ROW_BYTES
+            kq = decode_e4m3(tl.load(row[:, None] + dv[None, :], mask=kv_ok, other=0))
+            ks = tl.load((row + DV).to(tl.pointer_type(tl.float32))[:, None] + dv[None, :] // GROUP, mask=kv_ok,
+                         other=0.0)
+            kv = to_out(kq * ks, q_ptr.dtype.element_ty)
+            k_pe = tl.load((row + DV + 4 * (DV // GROUP)).to(tl.pointer_type(tl.bfloat16))[:, None] + dr[None, :],
+                           mask=pe_ok, other=0.0).to(q_ptr.dtype.element_ty)
+        else:
+            row = cache_ptr + (page.to(tl.int64) * PAGE + pos % PAGE) * DK
+            kv = tl.load(row[:, None] + dv[None, :], mask=kv_ok, other=0.0)
+            k_pe = tl.load(row[:, None] + DV + dr[None, :], mask=pe_ok, other=0.0)
         if DOT_F32:
             kv = kv.to(tl.float32)
             k_pe = k_pe.to(tl.float32)
@@ -136,11 +148,16 @@ def default_splits(batch: int, row_blocks: int, capacity: int, device: torch.dev
 
 def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch.Tensor, lengths: torch.Tensor,
                         scale: float, v_dim: int, *, len_offset: int = 0, causal: bool = True,
-                        num_splits: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        num_splits: int | None = None,
+                        fp8_group: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """q [B, T, H, DK]; cache [pages, page_size, DK]; block_table [B, P] int32; lengths [B]
     int32 (plus len_offset: the tokens each row holds, new ones included). Returns
-    (out [B, T, H, v_dim] in q's dtype, lse [B, H, T] float32, natural log)."""
-    _check(q, cache, block_table, lengths, v_dim)
+    (out [B, T, H, v_dim] in q's dtype, lse [B, H, T] float32, natural log). With
+    fp8_group the cache is uint8 rows in kv_pack_fp8's layout (v_dim = its rank),
+    dequantized as they are loaded."""
+    if fp8_group is None:
+        _check(q, cache, block_table, lengths, v_dim)
+    fp8 = {} if fp8_group is None else {"FP8_KV": True, "GROUP": fp8_group, "ROW_BYTES": cache.shape[2]}
     batch, tokens, heads, dk = q.shape
     page = cache.shape[1]
     rows = tokens * heads
@@ -163,7 +180,7 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
         q, q.stride(0), q.stride(1), q.stride(2), cache, table, table.stride(0), lengths, len_offset,
         mid_o, mid_lse, tokens, heads, split_len, scale * math.log2(math.e),
         DK=dk, DV=v_dim, PAGE=page, SPLITS=splits, BLOCK_M=bm, BLOCK_N=BLOCK_N, BLOCK_DV=max(16, next_pow2(v_dim)),
-        BLOCK_DR=max(16, next_pow2(dk - v_dim)), CAUSAL=causal, DOT_F32=interpret or q.dtype == torch.float32)
+        BLOCK_DR=max(16, next_pow2(dk - v_dim)), CAUSAL=causal, DOT_F32=interpret or q.dtype == torch.float32, **fp8)
     combine = load_kernel(COMBINE, q.device)
     combine[(batch * rows,)](mid_o, mid_lse, out, lse, tokens, heads, DV=v_dim, SPLITS=splits,
                              BLOCK_S=next_pow2(splits), BLOCK_DV=next_pow2(v_dim))
@@ -192,15 +209,20 @@ def _check(q, cache, block_table, lengths, v_dim):
             bad(f"{name} is on {t.device}, q on {q.device}")
 
 
-def signature(dtype: str, heads: int = 128, tokens: int = 1, page: int = 64, splits: int = 8) -> list[tuple]:
-    """(spec, signature, constexprs) of both kernels at DeepSeek-V3's widths, for compile checks."""
+def signature(dtype: str, heads: int = 128, tokens: int = 1, page: int = 64, splits: int = 8,
+              fp8_group: int | None = None, row_bytes: int = 656) -> list[tuple]:
+    """(spec, signature, constexprs) of both kernels at DeepSeek-V3's widths, for compile
+    checks; with fp8_group, over the FP8 cache (rows of row_bytes)."""
     bm = _block_m(tokens * heads)
     split_sig = {"q_ptr": f"*{dtype}", "stride_qb": "i32", "stride_qt": "i32", "stride_qh": "i32",
-                 "cache_ptr": f"*{dtype}", "table_ptr": "*i32", "stride_tb": "i32", "lens_ptr": "*i32",
+                 "cache_ptr": "*u8" if fp8_group else f"*{dtype}", "table_ptr": "*i32", "stride_tb": "i32",
+                 "lens_ptr": "*i32",
                  "len_offset": "i32", "mid_o_ptr": "*fp32", "mid_lse_ptr": "*fp32", "T": "i32", "H": "i32",
                  "split_len": "i32", "scale_log2": "fp32"}
     split_const = {"DK": 576, "DV": 512, "PAGE": page, "SPLITS": splits, "BLOCK_M": bm, "BLOCK_N": BLOCK_N,
-                   "BLOCK_DV": 512, "BLOCK_DR": 64, "CAUSAL": True, "DOT_F32": dtype == "fp32"}
+                   "BLOCK_DV": 512, "BLOCK_DR": 64, "CAUSAL": True, "DOT_F32": dtype == "fp32",
+                   "FP8_KV": fp8_group is not None, "GROUP": fp8_group or 128,
+                   "ROW_BYTES": row_bytes if fp8_group else 0}
     comb_sig = {"mid_o_ptr": "*fp32", "mid_lse_ptr": "*fp32", "out_ptr": f"*{dtype}", "lse_ptr": "*fp32",
                 "T": "i32", "H": "i32"}
     comb_const = {"DV": 512, "SPLITS": splits, "BLOCK_S": next_pow2(splits), "BLOCK_DV": 512}

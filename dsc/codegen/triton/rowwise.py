@@ -148,6 +148,8 @@ class _Emitter:
             return self.tmp(out)
         if n.op == "paged_gather":
             return self.paged_load(n, col, mask)
+        if n.op == "kv_unpack_fp8":  # gathered and dequantized in one pass
+            return self.round(self.paged_load(n.srcs[0], col, mask, unpack=n), dt)
         raise DscError(f"row kernels have no expression for op {n.op!r}")
 
     def rope(self, n: Node, col: str, mask: str) -> str:
@@ -171,18 +173,51 @@ class _Emitter:
         return self.round(f"tl.where(({col}) < {half}, {x1} * {cos} - {x2} * {sin}, {x2} * {cos} + {x1} * {sin})",
                           n.dtype.name)
 
-    def paged_load(self, n: Node, col: str, mask: str) -> str:
+    def paged_load(self, n: Node, col: str, mask: str, unpack: Node | None = None) -> str:
         # rows of [B, P * PS, D]: idx0 = b, idx1 = position in the row's pages
         page = n.srcs[0].shape[1]
         slot = self.tmp(f"tl.load(table + idx0 * stride_tb + idx1 // {page}, mask=row_ok, other=0).to(tl.int64) "
                         f"* {page} + idx1 % {page}")
-        return self.tmp(f"tl.load(cache + {slot} * {n.shape[-1]} + {col}, mask=row_ok & ({mask}), other=0.0)"
-                        f".to(tl.float32)")
+        if unpack is None:
+            return self.tmp(f"tl.load(cache + {slot} * {n.shape[-1]} + {col}, mask=row_ok & ({mask}), other=0.0)"
+                            f".to(tl.float32)")
+        # FP8 row (kv_pack_fp8's layout): rank e4m3 bytes, rank / group float32 scales, rope bf16
+        rank, group = unpack.attrs["rank"], unpack.attrs["group"]
+        row = self.tmp(f"cache + {slot} * {n.shape[-1]}")
+        c_ok = f"row_ok & ({mask}) & ({col} < {rank})"
+        q = self.tmp(f"decode_e4m3(tl.load({row} + {col}, mask={c_ok}, other=0))")
+        sc = self.tmp(f"tl.load(({row} + {rank}).to(tl.pointer_type(tl.float32)) + {col} // {group}, mask={c_ok}, "
+                      f"other=0.0)")
+        r_ok = f"row_ok & ({mask}) & ({col} >= {rank})"
+        rope = self.tmp(f"tl.load(({row} + {rank + 4 * (rank // group)}).to(tl.pointer_type(tl.bfloat16)) + "
+                        f"({col} - {rank}), mask={r_ok}, other=0.0).to(tl.float32)")
+        return self.tmp(f"tl.where({col} < {rank}, {q} * {sc}, {rope})")
+
+    def pack_fp8(self, v: str, pack: Node) -> list[str]:
+        """Store lines writing row value v as kv_pack_fp8's bytes at `dst` (a u8 row)."""
+        rank, group = pack.attrs["rank"], pack.attrs["group"]
+        width = pack.srcs[0].shape[-1]
+        lines = ["    scale = tl.zeros_like(" + v + ")"]
+        for g in range(rank // group):  # one float32 scale per group of c_kv
+            lines += [f"    amax = tl.max(tl.where((c >= {g * group}) & (c < {(g + 1) * group}), tl.abs({v}), 0.0), "
+                      f"axis=1)[:, None]",
+                      "    s = tl.maximum(amax, 1e-12) / 448.0",
+                      f"    scale = tl.where(c // {group} == {g}, s, scale)",
+                      f"    tl.store((dst + {rank}).to(tl.pointer_type(tl.float32)) + {g} + 0 * c, s + 0.0 * {v}, "
+                      f"mask=row_ok & (c == 0))"]
+        lines += [f"    q = encode_e4m3(round_e4m3({v} / tl.where(c < {rank}, scale, 1.0)))",
+                  f"    tl.store(dst + c, q, mask=row_ok & (c < {rank}))",
+                  f"    tl.store((dst + {rank + 4 * (rank // group)}).to(tl.pointer_type(tl.bfloat16)) + (c - {rank}), "
+                  f"to_out({v}, tl.bfloat16), mask=row_ok & (c >= {rank}) & (c < {width}))"]
+        return lines
 
 
 def generate(group: Group) -> tuple[KernelSpec, "RowKernel"]:
     root = group.root
     value_node = root.srcs[3] if root.op == "paged_append" else root
+    pack = value_node if value_node.op == "kv_pack_fp8" and id(value_node) in {id(n) for n in group.nodes} else None
+    if pack is not None:  # compute the latent row; the store packs it
+        value_node = pack.srcs[0]
     k = value_node.type.rank - 1
     e = _Emitter(group)
     width = value_node.shape[-1]
@@ -194,8 +229,9 @@ def generate(group: Group) -> tuple[KernelSpec, "RowKernel"]:
         params = {"cache": ptr(cache), "table": ptr(table), "stride_tb": "i32", "lens": ptr(lens)}
     else:
         params = {"out": ptr(root)}
-    if root.op == "paged_gather":
-        params.update({"cache": ptr(root.srcs[0]), "table": ptr(root.srcs[1]), "stride_tb": "i32"})
+    gather = root if root.op == "paged_gather" else root.srcs[0] if root.op == "kv_unpack_fp8" else None
+    if gather is not None:
+        params.update({"cache": ptr(gather.srcs[0]), "table": ptr(gather.srcs[1]), "stride_tb": "i32"})
     for i, (n, _) in enumerate(e.loads):
         params[f"in{i}"] = ptr(n)
         params.update({f"s{i}_{j}": "i32" for j in range(n.type.rank)})
@@ -213,11 +249,14 @@ def generate(group: Group) -> tuple[KernelSpec, "RowKernel"]:
     body += e.lines
     store_mask = f"row_ok & (c < {width})"
     if root.op == "paged_append":
-        page = root.shape[1]
+        page, row_width = root.shape[1], root.shape[2]
         body += ["    position = tl.load(lens + idx0, mask=row_ok, other=0) + idx1",
                  f"    page = tl.load(table + idx0 * stride_tb + position // {page}, mask=row_ok, other=0)",
-                 f"    dst = cache + (page.to(tl.int64) * {page} + position % {page}) * {width} + c",
-                 f"    tl.store(dst, to_out({v}, cache.dtype.element_ty), mask={store_mask})"]
+                 f"    dst = cache + (page.to(tl.int64) * {page} + position % {page}) * {row_width}"]
+        if pack is not None:
+            body += e.pack_fp8(v, pack)
+        else:
+            body += [f"    tl.store(dst + c, to_out({v}, cache.dtype.element_ty), mask={store_mask})"]
     else:
         body += [f"    tl.store(out + rows * {width} + c, to_out({v}, out.dtype.element_ty), mask={store_mask})"]
     arglist = ", ".join(p + (": tl.constexpr" if t == "constexpr" else "") for p, t in params.items())
@@ -263,8 +302,9 @@ class RowKernel:
         else:
             out = torch.empty(shape, dtype=to_torch(root.dtype), device=device)
             args.append(out)
-            if root.op == "paged_gather":
-                cache, table = (values[id(s)] for s in root.srcs)
+            gather = root if root.op == "paged_gather" else root.srcs[0] if root.op == "kv_unpack_fp8" else None
+            if gather is not None:
+                cache, table = (values[id(s)] for s in gather.srcs)
                 args += [cache, table, table.stride(0)]
         for n, _ in self.loads:
             t = values[id(n)]

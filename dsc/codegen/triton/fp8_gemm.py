@@ -1,0 +1,93 @@
+"""Kernel group: block-scaled FP8 GEMM with the activation quantization fused in.
+
+y = x @ dequant(wq, ws)ᵀ with DeepSeek-V3's scheme: weights e4m3 with one float32
+scale per 128 x 128 tile; with ACT_QUANT the activations are quantized per token per
+128 channels in the GEMM's prologue (DeepGEMM takes them pre-quantized; doing it on the
+A tile saves a round trip through memory). BLOCK_K is the scale block, so every K step
+has one activation scale per row and one weight scale per column block, applied to the
+step's partial sum (DeepGEMM's promotion of the FP8 accumulator into float32).
+
+Dot modes: NATIVE uses fp8 x fp8 tensor cores (sm_89+) with ACT_QUANT, or the
+activation dtype with the weight upcast exactly (e4m3 values are bf16 values) without
+it (weight-only FP8, A100); otherwise (Triton's interpreter) float32 dots. Weight-only
+kernels read the e4m3 bytes as uint8 and decode them arithmetically: sm_80 has no fp8
+type at all.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+
+SOURCE = '''
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def fp8_gemm(a_ptr, sam, w_ptr, s_ptr, c_ptr, M, N, K, KB,
+             ACT_QUANT: tl.constexpr, NATIVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+             BLOCK_K: tl.constexpr):
+    rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    m_ok = rm < M
+    n_ok = rn < N
+    acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k_ok = rk + k0 < K
+        a = tl.load(a_ptr + rm[:, None].to(tl.int64) * sam + (rk[None, :] + k0), mask=m_ok[:, None] & k_ok[None, :],
+                    other=0.0).to(tl.float32)
+        w = tl.load(w_ptr + rn[None, :].to(tl.int64) * K + (rk[:, None] + k0), mask=k_ok[:, None] & n_ok[None, :],
+                    other=0.0)
+        ws = tl.load(s_ptr + (rn // BLOCK_K) * KB + k0 // BLOCK_K, mask=n_ok, other=0.0)
+        if ACT_QUANT:
+            sa = tl.maximum(tl.max(tl.abs(a), axis=1), 1e-12) / 448.0
+            q = round_e4m3(a / sa[:, None])
+            if NATIVE:
+                part = tl.dot(q.to(tl.float8e4nv), w)
+            else:
+                part = tl.dot(q, w.to(tl.float32))
+            acc += part * sa[:, None] * ws[None, :]
+        else:  # weight-only: w holds the e4m3 bytes as uint8
+            wf = decode_e4m3(w)
+            if NATIVE:
+                part = tl.dot(a.to(a_ptr.dtype.element_ty), wf.to(a_ptr.dtype.element_ty))
+            else:
+                part = tl.dot(a, wf)
+            acc += part * ws[None, :]
+    tl.store(c_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], to_out(acc, c_ptr.dtype.element_ty),
+             mask=m_ok[:, None] & n_ok[None, :])
+'''
+
+SPEC = KernelSpec("fp8_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))")
+
+
+def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant: bool, block: int) -> torch.Tensor:
+    """x [..., K] (any float dtype) @ dequant(wq [N, K] e4m3, ws [ceil(N/b), ceil(K/b)])ᵀ -> x's dtype."""
+    lead = x.shape[:-1]
+    k = x.shape[-1]
+    n = wq.shape[0]
+    a = x.reshape(-1, k)
+    a = a if a.stride(-1) == 1 else a.contiguous()
+    m = a.shape[0]
+    out = torch.empty(*lead, n, dtype=x.dtype, device=x.device)
+    native = x.device.type == "cuda" and not (x.dtype == torch.float32 and not act_quant)
+    bm = max(16, min(64, next_pow2(m)))
+    bn = max(16, min(block, 128 if x.device.type == "cuda" else next_pow2(n)))
+    w = wq.contiguous() if act_quant else wq.contiguous().view(torch.uint8)  # weight-only: bytes, decoded
+    if m and n:
+        load_kernel(SPEC, x.device)[(-(-m // bm), -(-n // bn))](
+            a, a.stride(0), w, ws.contiguous(), out.view(-1, n), m, n, k, ws.shape[-1],
+            ACT_QUANT=act_quant, NATIVE=native, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=block)
+    return out
+
+
+def signature(dtype: str, act_quant: bool, block: int = 128) -> list[tuple]:
+    sig = {"a_ptr": f"*{dtype}", "sam": "i32", "w_ptr": "*fp8e4nv" if act_quant else "*u8", "s_ptr": "*fp32",
+           "c_ptr": f"*{dtype}",
+           "M": "i32", "N": "i32", "K": "i32", "KB": "i32"}
+    const = {"ACT_QUANT": act_quant, "NATIVE": not (dtype == "fp32" and not act_quant), "BLOCK_M": 64,
+             "BLOCK_N": 128, "BLOCK_K": block}
+    return [(SPEC, {**sig, **{k: "constexpr" for k in const}}, const)]
