@@ -132,8 +132,9 @@ class _Emitter:
             key = ("sum", id(n))
             if key not in self.memo:
                 full = self.value(n.srcs[0], "c", f"c < {width}", rank)
-                total = self.tmp(f"tl.sum(tl.where(c < {width}, {full}, 0.0), axis=1)[:, None]")
-                self.memo[key] = self.tmp(f"{total} + {n.attrs['eps']!r}")
+                # the reference sums in the value's dtype: the sum and the denominator are rounded
+                total = self.round(f"tl.sum(tl.where(c < {width}, {full}, 0.0), axis=1)[:, None]", dt)
+                self.memo[key] = self.round(f"{total} + {n.attrs['eps']!r}", dt)
             return self.round(f"{src[0]()} / {self.memo[key]}", dt)
         if n.op == "concat":
             out, off = "0.0", 0

@@ -1,0 +1,26 @@
+"""The benchmark scripts keep working: each runs at tiny sizes (--smoke) and writes its
+JSON. Times on a CPU through Triton's interpreter mean nothing and are not checked."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_kernel_benchmarks_smoke(tmp_path):
+    pytest.importorskip("triton")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "kernels.py"), "--smoke", "--out",
+                        str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (path,) = list(tmp_path.glob("*/kernels-smoke.json"))
+    report = json.loads(path.read_text())
+    kinds = {(rec["benchmark"], rec["backend"]) for rec in report["records"]}
+    assert kinds == {("mla_decode", "dsc-triton"), ("mla_decode", "torch-eager"), ("fused_moe", "dsc-triton"),
+                     ("fused_moe", "torch-eager")}
+    for rec in report["records"]:
+        assert rec["device"] == report["device"] and rec["median_ms"] > 0
+        assert {"shape", "GBps", "TFLOPs", "roofline_fraction"} <= set(rec)
