@@ -80,14 +80,16 @@ BLOCK_N = 32
 
 
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, scale: float, *,
-                    len_offset: int = 0, block_m: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    len_offset: int = 0, block_m: int | None = None,
+                    out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """q [B, T, H, DK]; k [B, S, H or 1, DK]; v [B, S, H or 1, DV] (any strides with a unit
     last stride); lengths [B] int32 + len_offset = tokens each row holds, the T queries
     last. Returns (out [B, T, H, DV] in q's dtype, lse [B, H, T] float32)."""
     batch, tokens, heads, dk = q.shape
     dv = v.shape[3]
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    out = torch.empty(batch, tokens, heads, dv, dtype=q.dtype, device=q.device)
+    if out is None:
+        out = torch.empty(batch, tokens, heads, dv, dtype=q.dtype, device=q.device)
     lse = torch.empty(batch, heads, tokens, dtype=torch.float32, device=q.device)
     bm = block_m or max(16, min(64, next_pow2(tokens)))
     kh, vh = (0 if x.shape[2] == 1 else x.stride(2) for x in (k, v))

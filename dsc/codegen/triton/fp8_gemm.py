@@ -64,7 +64,8 @@ def fp8_gemm(a_ptr, sam, w_ptr, s_ptr, c_ptr, M, N, K, KB,
 SPEC = KernelSpec("fp8_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))")
 
 
-def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant: bool, block: int) -> torch.Tensor:
+def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant: bool, block: int,
+               out: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] (any float dtype) @ dequant(wq [N, K] e4m3, ws [ceil(N/b), ceil(K/b)])ᵀ -> x's dtype."""
     lead = x.shape[:-1]
     k = x.shape[-1]
@@ -72,7 +73,8 @@ def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant
     a = x.reshape(-1, k)
     a = a if a.stride(-1) == 1 else a.contiguous()
     m = a.shape[0]
-    out = torch.empty(*lead, n, dtype=x.dtype, device=x.device)
+    if out is None:
+        out = torch.empty(*lead, n, dtype=x.dtype, device=x.device)
     native = x.device.type == "cuda" and not (x.dtype == torch.float32 and not act_quant)
     bm = max(16, min(64, next_pow2(m)))
     bn = max(16, min(block, 128 if x.device.type == "cuda" else next_pow2(n)))

@@ -153,11 +153,12 @@ COMBINE = KernelSpec("moe_combine", with_helpers(SOURCE), "(N tokens, cdiv(H, BL
 ALIGN_CHUNK = 128
 
 
-def align(ids: torch.Tensor, experts: int, block: int) -> torch.Tensor:
+def align(ids: torch.Tensor, experts: int, block: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """ids [N, K] -> sorted slots [N*K + experts*(block-1)] int32 (sentinel N*K)."""
     nk = ids.numel()
     rows = nk + experts * (block - 1)
-    out = torch.empty(rows, dtype=torch.int32, device=ids.device)
+    if out is None:
+        out = torch.empty(rows, dtype=torch.int32, device=ids.device)
     load_kernel(ALIGN, ids.device)[(1,)](ids.contiguous(), out, nk, rows, E=experts, BLOCK=block, CHUNK=ALIGN_CHUNK,
                                          BLOCK_E=next_pow2(experts))
     return out
@@ -166,7 +167,7 @@ def align(ids: torch.Tensor, experts: int, block: int) -> torch.Tensor:
 def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, w_gate: torch.Tensor,
                  w_up: torch.Tensor | None, route: torch.Tensor | None, *, gather: bool, block: int,
                  scales: torch.Tensor | None = None, up_offset: int = 0, act_quant: bool = False,
-                 scale_block: int = 128) -> torch.Tensor:
+                 scale_block: int = 128, out: torch.Tensor | None = None) -> torch.Tensor:
     """Rows of the sorted layout: (silu(a wgᵀ) * a wuᵀ if w_up else a wgᵀ) [* route], padding
     rows zero. w_gate / w_up [E, N, K] (views with one expert stride); float32 out with
     route. With scales [E, ceil(rows/b), ceil(K/b)] the weights are block-scaled e4m3
@@ -175,7 +176,8 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     rows = sorted_slots.shape[0]
     n, k = w_gate.shape[1], w_gate.shape[2]
     out_dtype = torch.float32 if route is not None else a.dtype
-    out = torch.empty(rows, n, dtype=out_dtype, device=a.device)
+    if out is None:
+        out = torch.empty(rows, n, dtype=out_dtype, device=a.device)
     a = a if a.stride(-1) == 1 else a.contiguous()
     fp8 = scales is not None
     cfg = _config(n, k, a.device)
@@ -201,12 +203,14 @@ def _config(n: int, k: int, device: torch.device) -> dict:
     return {"BLOCK_N": 64, "BLOCK_K": 64}
 
 
-def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtype: torch.dtype,
+            out: torch.Tensor | None = None) -> torch.Tensor:
     """Sum each token's K rows of y [rows, H] (sorted layout) into [N, H] in `dtype`."""
     tokens, topk = ids.shape
     rows, h = y.shape
     inv = torch.empty(tokens * topk, dtype=torch.int32, device=y.device)
-    out = torch.empty(tokens, h, dtype=dtype, device=y.device)
+    if out is None:
+        out = torch.empty(tokens, h, dtype=dtype, device=y.device)
     if tokens:
         load_kernel(INVERSE, y.device)[(-(-rows // 1024),)](sorted_slots, inv, tokens * topk, rows, BLOCK=1024)
         bh = min(1024, next_pow2(h))

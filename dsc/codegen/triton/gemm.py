@@ -79,16 +79,17 @@ def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, config: dict | N
     return c
 
 
-def linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x [..., K] @ w[N, K]ᵀ."""
+def linear(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x [..., K] @ w[N, K]ᵀ (into out, a contiguous [..., N], when given)."""
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
-    out = torch.empty(*lead, w.shape[0], dtype=x.dtype, device=x.device)
+    if out is None:
+        out = torch.empty(*lead, w.shape[0], dtype=x.dtype, device=x.device)
     bmm_into(x2[None], w.t()[None], out.view(-1, w.shape[0])[None])
     return out
 
 
-def einsum(spec: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def einsum(spec: str, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """A two-operand contraction as a batched GEMM over permuted views: letters in both
     operands and the output are the batch, in x and the output only M, in y and the
     output only N, in both operands only K (summed)."""
@@ -113,7 +114,8 @@ def einsum(spec: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     bt, m, n, k = prod(batch), prod(ms), prod(ns), prod(ks)
     a = x.permute([xl.index(c) for c in batch + ms + ks]).reshape(bt, m, k)
     b = y.permute([yl.index(c) for c in batch + ks + ns]).reshape(bt, k, n)
-    out = torch.empty([size[c] for c in out_letters], dtype=x.dtype, device=x.device)
+    if out is None:
+        out = torch.empty([size[c] for c in out_letters], dtype=x.dtype, device=x.device)
     perm = [out_letters.index(c) for c in batch + ms + ns]
     try:
         c = out.permute(perm).view(bt, m, n)

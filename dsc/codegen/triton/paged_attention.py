@@ -148,8 +148,8 @@ def default_splits(batch: int, row_blocks: int, capacity: int, device: torch.dev
 
 def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch.Tensor, lengths: torch.Tensor,
                         scale: float, v_dim: int, *, len_offset: int = 0, causal: bool = True,
-                        num_splits: int | None = None,
-                        fp8_group: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        num_splits: int | None = None, fp8_group: int | None = None,
+                        out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """q [B, T, H, DK]; cache [pages, page_size, DK]; block_table [B, P] int32; lengths [B]
     int32 (plus len_offset: the tokens each row holds, new ones included). Returns
     (out [B, T, H, v_dim] in q's dtype, lse [B, H, T] float32, natural log). With
@@ -172,7 +172,8 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
     table = block_table.contiguous()
     mid_o = torch.empty(batch * rows * splits * v_dim, dtype=torch.float32, device=q.device)
     mid_lse = torch.empty(batch * rows * splits, dtype=torch.float32, device=q.device)
-    out = torch.empty(batch, tokens, heads, v_dim, dtype=q.dtype, device=q.device)
+    if out is None:
+        out = torch.empty(batch, tokens, heads, v_dim, dtype=q.dtype, device=q.device)
     lse = torch.empty(batch, heads, tokens, dtype=torch.float32, device=q.device)
     interpret = q.device.type != "cuda"
     split = load_kernel(SPLIT, q.device)

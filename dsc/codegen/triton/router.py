@@ -104,12 +104,17 @@ class RouterSpec:
     extra_w: float
 
 
-def route(logits: torch.Tensor, bias: torch.Tensor | None, spec: RouterSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits [N, E] float32 -> (ids [N, K + extra] int64, weights [N, K + extra] float32)."""
+def route(logits: torch.Tensor, bias: torch.Tensor | None, spec: RouterSpec,
+          out: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [N, E] float32 -> (ids [N, K + extra] int64, weights [N, K + extra] float32),
+    into the planned (ids, weights) buffers of out where given."""
     n, e = logits.shape
     width = spec.top_k + spec.extra
-    ids = torch.empty(n, width, dtype=torch.int64, device=logits.device)
-    w = torch.empty(n, width, dtype=torch.float32, device=logits.device)
+    ids, w = out if out is not None else (None, None)
+    if ids is None:
+        ids = torch.empty(n, width, dtype=torch.int64, device=logits.device)
+    if w is None:
+        w = torch.empty(n, width, dtype=torch.float32, device=logits.device)
     block_e = next_pow2(e)
     block_t = max(1, min(16, 4096 // block_e, next_pow2(n)))
     if n:

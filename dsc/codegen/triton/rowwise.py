@@ -284,7 +284,7 @@ class RowKernel:
         const = {"BLOCK_R": block_r, "BLOCK_W": next_pow2(self.width)}
         return dict(self.params), const
 
-    def __call__(self, values: dict[int, torch.Tensor], env: dict) -> torch.Tensor:
+    def __call__(self, values: dict[int, torch.Tensor], env: dict, out: torch.Tensor | None = None) -> torch.Tensor:
         """values: tensors by node id; env: the call's symbol bindings."""
         root = self.group.root
         shape = [concrete(d, env) for d in root.shape]
@@ -301,7 +301,8 @@ class RowKernel:
             out = cache
             args += [cache, table, table.stride(0), lens]
         else:
-            out = torch.empty(shape, dtype=to_torch(root.dtype), device=device)
+            if out is None:
+                out = torch.empty(shape, dtype=to_torch(root.dtype), device=device)
             args.append(out)
             gather = root if root.op == "paged_gather" else root.srcs[0] if root.op == "kv_unpack_fp8" else None
             if gather is not None:
