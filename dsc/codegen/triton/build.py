@@ -56,6 +56,27 @@ def round_e4m3(x):
 
 
 @triton.jit
+def softmax_step(s, m_i, l_i, acc):
+    """One key block of an online softmax (flash attention): s [M, N] scaled scores in
+    log2 units, -inf where masked. Returns (p, m, l, acc rescaled); the caller adds p @ V.
+    A row that has seen nothing yet keeps m = -inf without producing NaNs."""
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    alpha = tl.exp2(m_i - m_safe)
+    p = tl.exp2(s - m_safe[:, None])
+    return p, m_new, l_i * alpha + tl.sum(p, axis=1), acc * alpha[:, None]
+
+
+@triton.jit
+def softmax_finish(m_i, l_i, acc):
+    """(acc / l, natural-log LSE) of an online softmax; rows that saw no key give 0 and -inf."""
+    seen = l_i > 0
+    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+    return out, lse
+
+
+@triton.jit
 def decode_e4m3(b):
     """e4m3 bytes (uint8) -> float32 without the fp8 type, which sm_80 lacks: the byte's
     bits placed in a float16 (exponent bias 15 against 7) and scaled by 2^8, exact for

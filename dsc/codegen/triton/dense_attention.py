@@ -58,20 +58,13 @@ def flash_attention(q_ptr, sqb, sqt, sqh, k_ptr, skb, sks, skh, v_ptr, svb, svs,
             v = v.to(tl.float32)
         s = tl.dot(q, tl.trans(k))
         s = tl.where(s_idx[None, :] <= last[:, None], s * scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        p, m_i, l_i, acc = softmax_step(s, m_i, l_i, acc)
+        acc += tl.dot(p.to(v.dtype), v)
 
-    seen = l_i > 0
-    out = acc / tl.where(seen, l_i, 1.0)[:, None]
+    out, lse = softmax_finish(m_i, l_i, acc)
     o_row = ((b.to(tl.int64) * T + t) * H + h) * DV
     tl.store(out_ptr + o_row[:, None] + dv[None, :], to_out(out, out_ptr.dtype.element_ty),
              mask=t_ok[:, None] & (dv[None, :] < DV))
-    lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
     tl.store(lse_ptr + (b * H + h) * T + t, lse, mask=t_ok)
 '''
 

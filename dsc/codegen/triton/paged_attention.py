@@ -87,17 +87,10 @@ def paged_mla_split(q_ptr, stride_qb, stride_qt, stride_qh, cache_ptr, table_ptr
             k_pe = k_pe.to(tl.float32)
         s = tl.dot(q_nope, tl.trans(kv)) + tl.dot(q_pe, tl.trans(k_pe))
         s = tl.where(pos[None, :] <= last[:, None], s * scale_log2, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))
-        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row that sees nothing yet
-        alpha = tl.exp2(m_i - m_safe)
-        p = tl.exp2(s - m_safe[:, None])
-        l_i = l_i * alpha + tl.sum(p, axis=1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(kv.dtype), kv)
-        m_i = m_new
+        p, m_i, l_i, acc = softmax_step(s, m_i, l_i, acc)
+        acc += tl.dot(p.to(kv.dtype), kv)  # V is the first DV columns of the K tile
 
-    seen = l_i > 0
-    out = acc / tl.where(seen, l_i, 1.0)[:, None]
-    lse = tl.where(seen, (m_i + tl.log2(tl.where(seen, l_i, 1.0))) * 0.6931471805599453, float("-inf"))
+    out, lse = softmax_finish(m_i, l_i, acc)
     mid = (b.to(tl.int64) * T * H + m) * SPLITS + split
     tl.store(mid_o_ptr + mid[:, None] * DV + dv[None, :], out, mask=row_ok[:, None] & (dv[None, :] < DV))
     tl.store(mid_lse_ptr + mid, lse, mask=row_ok)
