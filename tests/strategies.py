@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
+from dsc.builders.ops import inp, op, param
 from dsc.config import Config, Yarn
+from dsc.ir import Graph, sym
 
 
 @st.composite
@@ -80,3 +82,50 @@ def fp8_configs(draw, base=None):
                        q_lora_rank=draw(st.sampled_from([None, 32])), kv_lora_rank=draw(st.sampled_from([32, 64])),
                        qk_nope_head_dim=draw(st.sampled_from([16, 32])), v_head_dim=draw(st.sampled_from([16, 32])),
                        moe_intermediate_size=draw(st.sampled_from([32, 64])))
+
+
+B, T = sym("B"), sym("T")
+
+
+@st.composite
+def row_graphs(draw):
+    """A graph over x [B, T, H, W] (a strided slice of a wider input), a per-channel param
+    and positions, built from a random sequence of row ops."""
+    dt = draw(st.sampled_from(["f32", "bf16"]))
+    heads = draw(st.integers(1, 3))
+    width = draw(st.sampled_from([4, 8, 12]))
+    wide = inp("wide", [B, T, heads, width + 3], dt)
+    pos = inp("positions", [B, T], "i64")
+    x = op("slice", wide, axis=-1, start=1, stop=1 + width)  # a view with a row stride != width
+    w = param("w", [width], dt)
+    values = [x]
+    for _ in range(draw(st.integers(1, 8))):
+        # mostly extend the chain (fusion), sometimes branch from an earlier value (a second user)
+        a = values[-1] if draw(st.integers(0, 3)) else draw(st.sampled_from(values))
+        kind = draw(st.sampled_from(["add", "mul", "scale", "silu", "rms_norm", "rope", "cast", "normalize_sum",
+                                     "concat_slice"]))
+        if kind in ("add", "mul"):
+            b = draw(st.sampled_from(values + [op("reshape", w, shape=[1, 1, 1, width])]))
+            if b.shape[-1] != a.shape[-1]:
+                continue
+            v = op(kind, a, op("expand", b, shape=list(a.shape)) if b.shape[0] == 1 else b)
+        elif kind == "scale":
+            v = op("scale", a, factor=draw(st.sampled_from([0.5, -2.0, 3.25])))
+        elif kind == "silu":
+            v = op("silu", a)
+        elif kind == "rms_norm":
+            if a.shape[-1] != width:
+                continue
+            v = op("rms_norm", a, w, eps=1e-6)
+        elif kind == "rope":
+            v = op("rope", a, pos, theta=10000.0, interleave=draw(st.booleans()))
+        elif kind == "cast":
+            v = op("cast", op("cast", a, dtype="f32"), dtype=dt)
+        elif kind == "normalize_sum":
+            v = op("normalize_sum", op("mul", a, a), eps=1e-6)  # positive rows: a well-conditioned sum
+        else:  # rotate the row: a concat of two slices of one value
+            cut = draw(st.integers(1, a.shape[-1] - 1))
+            v = op("concat", op("slice", a, axis=-1, start=cut, stop=a.shape[-1]),
+                   op("slice", a, axis=-1, start=0, stop=cut), axis=-1)
+        values.append(v)
+    return Graph("rows", [wide, pos], {"out": values[-1]}), dt, heads, width

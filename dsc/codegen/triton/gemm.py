@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from dsc.codegen import contraction
 from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
-from dsc.errors import DscError
 
 SOURCE = '''
 import triton
@@ -81,51 +81,11 @@ def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, config: dict | N
 
 def linear(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] @ w[N, K]ᵀ (into out, a contiguous [..., N], when given)."""
-    lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1])
-    if out is None:
-        out = torch.empty(*lead, w.shape[0], dtype=x.dtype, device=x.device)
-    bmm_into(x2[None], w.t()[None], out.view(-1, w.shape[0])[None])
-    return out
+    return contraction.linear(x, w, bmm_into, out)
 
 
 def einsum(spec: str, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """A two-operand contraction as a batched GEMM over permuted views: letters in both
-    operands and the output are the batch, in x and the output only M, in y and the
-    output only N, in both operands only K (summed)."""
-    ins, out_letters = spec.replace(" ", "").split("->")
-    xl, yl = ins.split(",")
-    if len(set(xl)) != len(xl) or len(set(yl)) != len(yl):
-        raise DscError(f"einsum {spec!r}: repeated letters in one operand have no GEMM form")
-    size = {**dict(zip(xl, x.shape)), **dict(zip(yl, y.shape))}
-    batch = [c for c in out_letters if c in xl and c in yl]
-    ms = [c for c in out_letters if c in xl and c not in yl]
-    ns = [c for c in out_letters if c in yl and c not in xl]
-    ks = [c for c in xl if c in yl and c not in out_letters]
-    if set(xl) - set(batch + ms + ks) or set(yl) - set(batch + ns + ks):
-        raise DscError(f"einsum {spec!r}: a letter summed within one operand has no GEMM form")
-
-    def prod(letters):
-        p = 1
-        for c in letters:
-            p *= size[c]
-        return p
-
-    bt, m, n, k = prod(batch), prod(ms), prod(ns), prod(ks)
-    a = x.permute([xl.index(c) for c in batch + ms + ks]).reshape(bt, m, k)
-    b = y.permute([yl.index(c) for c in batch + ks + ns]).reshape(bt, k, n)
-    if out is None:
-        out = torch.empty([size[c] for c in out_letters], dtype=x.dtype, device=x.device)
-    perm = [out_letters.index(c) for c in batch + ms + ns]
-    try:
-        c = out.permute(perm).view(bt, m, n)
-    except RuntimeError:  # the output letters interleave batch and M/N: compute, then lay out
-        c = torch.empty(bt, m, n, dtype=x.dtype, device=x.device)
-        bmm_into(a, b, c)
-        out.permute(perm).copy_(c.view([size[ch] for ch in batch + ms + ns]))
-        return out
-    bmm_into(a, b, c)
-    return out
+    return contraction.einsum(spec, x, y, bmm_into, out)
 
 
 def signature(dtype: str) -> list[tuple]:
