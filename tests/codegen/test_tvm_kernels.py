@@ -69,3 +69,24 @@ def test_einsum_matches_the_reference(spec, xs, ys, dtype):
     want = get_op("einsum").reference([x, y], {"spec": spec})
     assert_close(gemm.einsum(spec, x, y).float(), want.float(), F32_TOL if dtype == torch.float32 else BF16_TOL,
                  spec)
+
+
+@given(seed=seeds, page=st.sampled_from([1, 16, 64]), batch=st.integers(1, 3), tokens=st.integers(1, 2),
+       heads=st.sampled_from([1, 3, 8]), dv=st.sampled_from([8, 24]), rope=st.sampled_from([4, 8]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
+def test_paged_attention_matches_the_ir_attention(seed, page, batch, tokens, heads, dv, rope, dtype, data):
+    from dsc.codegen.tvm.paged_attention import paged_mla_attention
+    from paged_reference import ir_attention, paged_case, torch_lse
+
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor(data.draw(st.lists(st.integers(0, 70), min_size=batch, max_size=batch)), dtype=torch.int32)
+    q, cache, table = paged_case(g, batch, tokens, heads, dv + rope, page, lens, dtype)
+    dt = "f32" if dtype == torch.float32 else "bf16"
+    want = interpret(ir_attention(dv + rope, dv, page, dt),
+                     {"q": q, "cache": cache, "block_table": table, "cache_seqlens": lens}, {})["out"]
+    # table entries past a row's tokens are garbage in real servers: they must never be read
+    unused = torch.arange(table.shape[1])[None] * page >= (lens + tokens)[:, None]
+    table = table.masked_fill(unused, -1)
+    out, lse = paged_mla_attention(q, cache, table, lens, 0.3, dv, len_offset=tokens)
+    assert_close(out.float(), want.float(), F32_TOL if dtype == torch.float32 else BF16_TOL, "tvm paged attention")
+    assert_close(lse, torch_lse(q, cache, table.clamp_min(0), lens + tokens, 0.3), 1e-5, "lse")
