@@ -13,7 +13,9 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, 
 # before any test module imports triton: without CUDA this switches on Triton's interpreter
 import dsc.codegen.triton  # noqa: E402,F401
 
-settings.register_profile("dsc", deadline=None, max_examples=25,
+# the default profile draws the same examples on every run (CI is reproducible); the
+# thorough one explores afresh each time
+settings.register_profile("dsc", deadline=None, max_examples=25, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("thorough", deadline=None, max_examples=300,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

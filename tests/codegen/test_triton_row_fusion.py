@@ -31,6 +31,9 @@ def test_generated_row_kernels_match_the_interpreter(graph, seed, batch, tokens)
     want = interpret(g, inputs, params)["out"]
     got = make_runner(g, "triton")(inputs, params)["out"]
     assert got.dtype == want.dtype and got.shape == want.shape
+    if not want.any():  # a drawn graph that cancels to exact zeros (e.g. 2x + -2x): so must the kernel
+        assert not got.any()
+        return
     # float32 sums in another order, then the same bf16 rounding: a few bf16 ulps at most
     assert_close(got.float(), want.float(), 1e-5 if dt == "f32" else BF16_TOL / 4, "row kernel")
 

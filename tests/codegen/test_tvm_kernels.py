@@ -46,6 +46,9 @@ def test_row_kernels_match_the_interpreter(graph, seed, batch, tokens):
     want = interpret(g, inputs, params)["out"]
     got = run_groups(g, inputs, params)["out"]
     assert got.dtype == want.dtype and got.shape == want.shape
+    if not want.any():  # a drawn graph that cancels to exact zeros (e.g. 2x + -2x): so must the kernel
+        assert not got.any()
+        return
     # the same bf16 rounding (to nearest even, on the bits); float32 sums in another order
     assert_close(got.float(), want.float(), 1e-5 if dt == "f32" else BF16_TOL / 4, "tvm row kernel")
 
