@@ -55,3 +55,24 @@ def adapt_inputs(g: Graph, inputs: dict) -> dict:
         return inputs
     pack = [n for n in g.nodes() if n.op == "kv_pack_fp8"][0]
     return {**inputs, "cache": KvPackFp8().reference([inputs["cache"]], pack.attrs)}
+
+
+def check_row_graph(graph, run, seed: int, batch: int, tokens: int, what: str) -> None:
+    """A drawn row graph (strategies.row_graphs) on random inputs: run(g, inputs, params)
+    against the interpreter. The kernels round to bf16 as the reference does (to nearest
+    even); only float32 sums run in another order."""
+    from util import BF16_TOL, assert_close
+
+    g, dt, heads, width = graph
+    gen = torch.Generator().manual_seed(seed)
+    dtype = torch.float32 if dt == "f32" else torch.bfloat16
+    inputs = {"wide": torch.randn(batch, tokens, heads, width + 3, generator=gen).to(dtype),
+              "positions": torch.randint(0, 5000, (batch, tokens), generator=gen)}
+    params = {"w": (1 + 0.3 * torch.randn(width, generator=gen)).to(dtype)}
+    want = interpret(g, inputs, params)["out"]
+    got = run(g, inputs, params)["out"]
+    assert got.dtype == want.dtype and got.shape == want.shape
+    if not want.any():  # a drawn graph that cancels to exact zeros (e.g. 2x + -2x): so must the kernel
+        assert not got.any()
+        return
+    assert_close(got.float(), want.float(), 1e-5 if dt == "f32" else BF16_TOL / 4, what)

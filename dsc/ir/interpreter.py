@@ -54,6 +54,13 @@ def concrete(d, env: dict) -> int:
     return d if isinstance(d, int) else int(sympy.sympify(d).subs(env))
 
 
+def concrete_attrs(n: Node, env: dict) -> dict:
+    """n's attributes with symbolic "dims" bound to ints (what reference implementations take)."""
+    opdef = get_op(n.op)
+    return {k: (tuple(concrete(d, env) for d in v) if opdef.attributes[k].kind == "dims" else v)
+            for k, v in n.attrs.items()}
+
+
 def evaluate_folds(g: Graph, params: Mapping[str, torch.Tensor], check_shapes: bool = True) -> dict:
     """The folded params of g, computed from its checkpoint params (once per weight load)."""
     if not g.folds:
@@ -94,10 +101,7 @@ def interpret(g: Graph, inputs: Mapping[str, torch.Tensor], params: Mapping[str,
         if n.op == "dispatch":
             out = values[id(n.srcs[choose(n)])]
         else:
-            opdef = get_op(n.op)
-            attrs = {k: (tuple(concrete(d, env) for d in v) if opdef.attributes[k].kind == "dims" else v)
-                     for k, v in n.attrs.items()}
-            out = opdef.reference([values[id(s)] for s in n.srcs], attrs)
+            out = get_op(n.op).reference([values[id(s)] for s in n.srcs], concrete_attrs(n, env))
         if check_shapes:
             want = [concrete(d, env) for d in n.shape]
             if list(out.shape) != want or out.dtype != to_torch(n.dtype):

@@ -15,7 +15,7 @@ import torch
 
 from dsc.codegen.schedule import Group
 from dsc.errors import DscError
-from dsc.ir.interpreter import concrete
+from dsc.ir.interpreter import concrete_attrs
 from dsc.ir.node import Node, toposort
 from dsc.ir.opdef import get_op
 from dsc.ir.ops.control import Dispatch
@@ -35,10 +35,7 @@ def reference_outputs(group: Group, values: dict, env: dict) -> list[torch.Tenso
             if n.op == "dispatch":
                 memo[id(n)] = ref(n.srcs[Dispatch.choose(n.attrs, env)])
             else:
-                opdef = get_op(n.op)
-                attrs = {k: (tuple(concrete(d, env) for d in v) if opdef.attributes[k].kind == "dims" else v)
-                         for k, v in n.attrs.items()}
-                memo[id(n)] = opdef.reference([ref(s) for s in n.srcs], attrs)
+                memo[id(n)] = get_op(n.op).reference([ref(s) for s in n.srcs], concrete_attrs(n, env))
         return memo[id(n)]
 
     return [ref(n) for n in group.outputs]

@@ -16,7 +16,7 @@ import torch
 from dsc.codegen.schedule import Group, live_groups, schedule
 from dsc.errors import IRError
 from dsc.ir.graph import Graph
-from dsc.ir.interpreter import bind_symbols, concrete, evaluate_folds
+from dsc.ir.interpreter import bind_symbols, concrete, concrete_attrs, evaluate_folds
 from dsc.ir.opdef import get_op
 from dsc.ir.ops.control import Dispatch
 from dsc.ir.types import to_torch
@@ -37,12 +37,7 @@ class Executor:
         n = grp.root
         if grp.kind == "view":
             opdef = get_op(n.op)
-
-            def view(values, env, out=None):
-                attrs = {k: (tuple(concrete(d, env) for d in a) if opdef.attributes[k].kind == "dims" else a)
-                         for k, a in n.attrs.items()}
-                return opdef.reference([values[id(n.srcs[0])]], attrs)
-            return view
+            return lambda values, env, out=None: opdef.reference([values[id(n.srcs[0])]], concrete_attrs(n, env))
         if grp.kind == "dispatch":
             return lambda values, env, out=None: values[id(n.srcs[Dispatch.choose(n.attrs, env)])]
         return lower(grp)

@@ -6,10 +6,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsc.codegen.schedule import schedule
 from dsc.ir import interpret
-from dsc.ir.interpreter import bind_symbols, concrete
 from dsc.ir.opdef import get_op
+from dsc.runtime.executor import Executor
+from graph_inputs import check_row_graph
 from strategies import row_graphs, seeds
 from util import BF16_TOL, F32_TOL, assert_close
 
@@ -18,39 +18,11 @@ from dsc.codegen.tvm import gemm  # noqa: E402
 from dsc.codegen.tvm.rowwise import RowKernel  # noqa: E402
 
 
-def run_groups(g, inputs, params):
-    """g's groups with TVM row kernels and host views (what a backend's executor does)."""
-    tensors = {**inputs, **params}
-    env = bind_symbols(list(g.inputs), tensors)
-    values = {id(n): tensors[n.name] for n in g.nodes() if n.op in ("input", "param")}
-    for grp in schedule(g):
-        n = grp.root
-        if grp.kind == "view":
-            opdef = get_op(n.op)
-            attrs = {k: (tuple(concrete(d, env) for d in a) if opdef.attributes[k].kind == "dims" else a)
-                     for k, a in n.attrs.items()}
-            values[id(n)] = opdef.reference([values[id(n.srcs[0])]], attrs)
-        else:
-            values[id(n)] = RowKernel(grp)(values, env)
-    return {k: values[id(v)] for k, v in g.outputs}
-
-
 @given(graph=row_graphs(), seed=seeds, batch=st.integers(1, 3), tokens=st.integers(1, 4))
 def test_row_kernels_match_the_interpreter(graph, seed, batch, tokens):
-    g, dt, heads, width = graph
-    gen = torch.Generator().manual_seed(seed)
-    dtype = torch.float32 if dt == "f32" else torch.bfloat16
-    inputs = {"wide": torch.randn(batch, tokens, heads, width + 3, generator=gen).to(dtype),
-              "positions": torch.randint(0, 5000, (batch, tokens), generator=gen)}
-    params = {"w": (1 + 0.3 * torch.randn(width, generator=gen)).to(dtype)}
-    want = interpret(g, inputs, params)["out"]
-    got = run_groups(g, inputs, params)["out"]
-    assert got.dtype == want.dtype and got.shape == want.shape
-    if not want.any():  # a drawn graph that cancels to exact zeros (e.g. 2x + -2x): so must the kernel
-        assert not got.any()
-        return
-    # the same bf16 rounding (to nearest even, on the bits); float32 sums in another order
-    assert_close(got.float(), want.float(), 1e-5 if dt == "f32" else BF16_TOL / 4, "tvm row kernel")
+    def run(g, inputs, params):  # views on the host, every row region a TVM kernel
+        return Executor(g, RowKernel, frozenset({"view", "dispatch", "rowwise"}))(inputs, params)
+    check_row_graph(graph, run, seed, batch, tokens, "tvm row kernel")
 
 
 @given(seed=seeds, lead=st.lists(st.integers(1, 5), min_size=1, max_size=2), n=st.integers(1, 40),
