@@ -26,6 +26,19 @@ def require_tvm():
     return tvm
 
 
+def store_as(x, dtype: str):
+    """A float32 TIR expression x stored as `dtype` (a TVM dtype name). bf16 is rounded to
+    nearest even on the bits first: TVM folds a float32 -> bf16 -> float32 cast pair away,
+    so the cast alone does not say how it rounds."""
+    if dtype == "bfloat16":
+        tir = require_tvm().tirx
+        u32 = lambda v: tir.const(v, "uint32")  # noqa: E731
+        bits = tir.reinterpret("uint32", x)
+        bits = (bits + u32(0x7FFF) + ((bits >> u32(16)) & u32(1))) & u32(0xFFFF0000)
+        x = tir.reinterpret("float32", bits)
+    return x.astype(dtype)
+
+
 def llvm_target():
     """This CPU, named explicitly: TVM's "native" silently falls back to a generic CPU (NOTES.md)."""
     tvm = require_tvm()

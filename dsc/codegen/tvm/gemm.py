@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen import contraction
-from dsc.codegen.tvm.build import build, require_tvm
+from dsc.codegen.tvm.build import build, require_tvm, store_as
 
 _KERNELS: dict[tuple, object] = {}
 TVM_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -17,7 +17,7 @@ def _kernel(dtype: torch.dtype, k: int):
     key = (dtype, k)
     if key not in _KERNELS:
         tvm = require_tvm()
-        te, tir = tvm.te, tvm.tirx
+        te = tvm.te
         bt, m, n = te.var("Bt", "int64"), te.var("M", "int64"), te.var("N", "int64")
         dt = TVM_DTYPES[dtype]
         a = te.placeholder([bt, m, k], dt, name="A")
@@ -26,15 +26,7 @@ def _kernel(dtype: torch.dtype, k: int):
         acc = te.compute([bt, m, n], lambda z, i, j: te.sum(a[z, i, r].astype("float32") *
                                                             b[z, j, r].astype("float32"), axis=r), name="acc")
 
-        def out_value(z, i, j):
-            x = acc[z, i, j]
-            if dt == "bfloat16":  # round to nearest even on the bits (see rowwise.py)
-                bits = tir.reinterpret("uint32", x)
-                bits = (bits + tir.const(0x7FFF, "uint32") + ((bits >> tir.const(16, "uint32")) &
-                                                             tir.const(1, "uint32"))) & tir.const(0xFFFF0000, "uint32")
-                x = tir.reinterpret("float32", bits)
-            return x.astype(dt)
-        c = te.compute([bt, m, n], out_value, name="C")
+        c = te.compute([bt, m, n], lambda z, i, j: store_as(acc[z, i, j], dt), name="C")
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": te.create_prim_func([a, b, c])}))
         # every output element is a dot product over K, contiguous in both operands: split
         # K into vector lanes (rfactor) and vectorize them; columns outermost and in

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.tvm.build import build, require_tvm
+from dsc.codegen.tvm.build import build, require_tvm, store_as
 from dsc.codegen.tvm.gemm import TVM_DTYPES
 
 _KERNELS: dict[tuple, object] = {}
@@ -56,15 +56,7 @@ def _kernel(dtype: torch.dtype, dk: int, dv: int, page: int, scale: float, causa
     acc = te.compute([b_, t_, h_, dv], lambda b, t, h, v: te.sum(probs[b, t, h, rs3] * row(b, rs3, v), axis=rs3),
                      name="acc")
 
-    def out_value(b, t, h, v):
-        x = acc[b, t, h, v] / den[b, t, h]
-        if dt == "bfloat16":  # round to nearest even on the bits (see rowwise.py)
-            bits = tir.reinterpret("uint32", x)
-            bits = (bits + tir.const(0x7FFF, "uint32") + ((bits >> tir.const(16, "uint32")) & tir.const(1, "uint32"))
-                    ) & tir.const(0xFFFF0000, "uint32")
-            x = tir.reinterpret("float32", bits)
-        return x.astype(dt)
-    out = te.compute([b_, t_, h_, dv], out_value, name="out")
+    out = te.compute([b_, t_, h_, dv], lambda b, t, h, v: store_as(acc[b, t, h, v] / den[b, t, h], dt), name="out")
     lse = te.compute([b_, h_, t_], lambda b, h, t: mx[b, t, h] + te.log(den[b, t, h]), name="lse")
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": te.create_prim_func([q, cache, table, total, out, lse])}))
     for name in ("dots", "scores", "mx", "probs", "den", "acc", "out", "lse"):

@@ -14,7 +14,7 @@ import sympy
 import torch
 
 from dsc.codegen.schedule import Group
-from dsc.codegen.tvm.build import build, require_tvm
+from dsc.codegen.tvm.build import build, require_tvm, store_as
 from dsc.errors import DscError
 from dsc.ir.interpreter import concrete
 from dsc.ir.node import Node
@@ -64,17 +64,8 @@ class _Expr:
         return x.astype("float32")
 
     def round(self, x, dt: str):
-        """x rounded to dtype dt (kept in float32). TVM simplifies a float32 -> bf16 ->
-        float32 cast pair away, so bf16 rounds on the bits (to nearest even)."""
-        if dt == "f32":
-            return x
-        if dt == "bf16":
-            tir = self.tvm.tirx
-            bits = tir.reinterpret("uint32", x)
-            bits = (bits + tir.const(0x7FFF, "uint32") + ((bits >> tir.const(16, "uint32")) & tir.const(1, "uint32"))
-                    ) & tir.const(0xFFFF0000, "uint32")
-            return tir.reinterpret("float32", bits)
-        return x.astype(TVM_DTYPES[dt]).astype("float32")
+        """x rounded to dtype dt, kept in float32 (see build.store_as)."""
+        return x if dt == "f32" else store_as(x, TVM_DTYPES[dt]).astype("float32")
 
     def value(self, n: Node, user_rank: int):
         """A function idx -> float32 expression of n (idx has user_rank entries)."""
@@ -171,8 +162,7 @@ class RowKernel:
         root = group.root
         fn = e.value(root, root.type.rank)
         out = e.te.compute([e.dim(d) for d in root.shape],
-                           lambda *idx: e.round(fn(tuple(idx)), root.dtype.name).astype(TVM_DTYPES[root.dtype.name]),
-                           name="out")
+                           lambda *idx: store_as(fn(tuple(idx)), TVM_DTYPES[root.dtype.name]), name="out")
         args = [p for _, p in e.loads] + [f for _, f in e.tables] + [out]
         sch = tvm.s_tir.Schedule(tvm.IRModule({"main": e.te.create_prim_func(args)}))
         for name in e.stages + ["out"]:  # rows in parallel
