@@ -87,6 +87,28 @@ def decode_e4m3(b):
 
 
 @triton.jit
+def fp8_step(x, w, s, ACT_QUANT: tl.constexpr, DOT_F32: tl.constexpr):
+    """One BLOCK_K step of a block-scaled FP8 product (fp8_gemm.py, fused_moe.py), in float32: x
+    [M, BLOCK_K] activations; w [BLOCK_K, N] e4m3 (uint8 bytes without ACT_QUANT); s [N]
+    the weight scales of this K block."""
+    xf = x.to(tl.float32)
+    if ACT_QUANT:
+        sa = tl.maximum(tl.max(tl.abs(xf), axis=1), 1e-12) / 448.0
+        q = round_e4m3(xf / sa[:, None])
+        if DOT_F32:
+            part = tl.dot(q, w.to(tl.float32)) * sa[:, None]
+        else:
+            part = tl.dot(q.to(tl.float8e4nv), w) * sa[:, None]
+    else:
+        wf = decode_e4m3(w)  # weight-only: the e4m3 bytes come as uint8 (sm_80 has no fp8 type)
+        if DOT_F32:
+            part = tl.dot(xf, wf)
+        else:
+            part = tl.dot(x, wf.to(x.dtype))
+    return part * s[None, :]
+
+
+@triton.jit
 def encode_e4m3(r):
     """float32 values exactly on e4m3's grid (round_e4m3's output) -> their bytes (uint8)."""
     a = tl.abs(r)

@@ -7,7 +7,7 @@ A tile saves a round trip through memory). BLOCK_K is the scale block, so every 
 has one activation scale per row and one weight scale per column block, applied to the
 step's partial sum (DeepGEMM's promotion of the FP8 accumulator into float32).
 
-Dot modes: NATIVE uses fp8 x fp8 tensor cores (sm_89+) with ACT_QUANT, or the
+Dot modes: without DOT_F32, fp8 x fp8 tensor cores (sm_89+) with ACT_QUANT, or the
 activation dtype with the weight upcast exactly (e4m3 values are bf16 values) without
 it (weight-only FP8, A100); otherwise (Triton's interpreter) float32 dots. Weight-only
 kernels read the e4m3 bytes as uint8 and decode them arithmetically: sm_80 has no fp8
@@ -27,7 +27,7 @@ import triton.language as tl
 
 @triton.jit
 def fp8_gemm(a_ptr, sam, w_ptr, s_ptr, c_ptr, M, N, K, KB,
-             ACT_QUANT: tl.constexpr, NATIVE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+             ACT_QUANT: tl.constexpr, DOT_F32: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
              BLOCK_K: tl.constexpr):
     rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -38,25 +38,11 @@ def fp8_gemm(a_ptr, sam, w_ptr, s_ptr, c_ptr, M, N, K, KB,
     for k0 in range(0, K, BLOCK_K):
         k_ok = rk + k0 < K
         a = tl.load(a_ptr + rm[:, None].to(tl.int64) * sam + (rk[None, :] + k0), mask=m_ok[:, None] & k_ok[None, :],
-                    other=0.0).to(tl.float32)
+                    other=0.0)
         w = tl.load(w_ptr + rn[None, :].to(tl.int64) * K + (rk[:, None] + k0), mask=k_ok[:, None] & n_ok[None, :],
                     other=0.0)
         ws = tl.load(s_ptr + (rn // BLOCK_K) * KB + k0 // BLOCK_K, mask=n_ok, other=0.0)
-        if ACT_QUANT:
-            sa = tl.maximum(tl.max(tl.abs(a), axis=1), 1e-12) / 448.0
-            q = round_e4m3(a / sa[:, None])
-            if NATIVE:
-                part = tl.dot(q.to(tl.float8e4nv), w)
-            else:
-                part = tl.dot(q, w.to(tl.float32))
-            acc += part * sa[:, None] * ws[None, :]
-        else:  # weight-only: w holds the e4m3 bytes as uint8
-            wf = decode_e4m3(w)
-            if NATIVE:
-                part = tl.dot(a.to(a_ptr.dtype.element_ty), wf.to(a_ptr.dtype.element_ty))
-            else:
-                part = tl.dot(a, wf)
-            acc += part * ws[None, :]
+        acc += fp8_step(a, w, ws, ACT_QUANT, DOT_F32)
     tl.store(c_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], to_out(acc, c_ptr.dtype.element_ty),
              mask=m_ok[:, None] & n_ok[None, :])
 '''
@@ -82,7 +68,7 @@ def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant
     if m and n:
         load_kernel(SPEC, x.device)[(-(-m // bm), -(-n // bn))](
             a, a.stride(0), w, ws.contiguous(), out.view(-1, n), m, n, k, ws.shape[-1],
-            ACT_QUANT=act_quant, NATIVE=native, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=block)
+            ACT_QUANT=act_quant, DOT_F32=not native, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=block)
     return out
 
 
@@ -90,6 +76,6 @@ def signature(dtype: str, act_quant: bool, block: int = 128) -> list[tuple]:
     sig = {"a_ptr": f"*{dtype}", "sam": "i32", "w_ptr": "*fp8e4nv" if act_quant else "*u8", "s_ptr": "*fp32",
            "c_ptr": f"*{dtype}",
            "M": "i32", "N": "i32", "K": "i32", "KB": "i32"}
-    const = {"ACT_QUANT": act_quant, "NATIVE": not (dtype == "fp32" and not act_quant), "BLOCK_M": 64,
+    const = {"ACT_QUANT": act_quant, "DOT_F32": dtype == "fp32" and not act_quant, "BLOCK_M": 64,
              "BLOCK_N": 128, "BLOCK_K": block}
     return [(SPEC, {**sig, **{k: "constexpr" for k in const}}, const)]

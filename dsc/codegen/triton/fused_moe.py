@@ -51,26 +51,6 @@ def moe_align(ids_ptr, sorted_ptr, NK, ROWS, E: tl.constexpr, BLOCK: tl.constexp
 
 
 @triton.jit
-def fp8_step(x, w, s, ACT_QUANT: tl.constexpr, DOT_F32: tl.constexpr):
-    """One BLOCK_K step of a block-scaled FP8 product (see fp8_gemm.py), in float32."""
-    xf = x.to(tl.float32)
-    if ACT_QUANT:
-        sa = tl.maximum(tl.max(tl.abs(xf), axis=1), 1e-12) / 448.0
-        q = round_e4m3(xf / sa[:, None])
-        if DOT_F32:
-            part = tl.dot(q, w.to(tl.float32)) * sa[:, None]
-        else:
-            part = tl.dot(q.to(tl.float8e4nv), w) * sa[:, None]
-    else:
-        wf = decode_e4m3(w)  # weight-only: the e4m3 bytes come as uint8 (sm_80 has no fp8 type)
-        if DOT_F32:
-            part = tl.dot(xf, wf)
-        else:
-            part = tl.dot(x, wf.to(x.dtype))
-    return part * s[None, :]
-
-
-@triton.jit
 def grouped_gemm(a_ptr, sam, sorted_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, s_ptr, sse, KB, UP_OFF, route_ptr,
                  out_ptr, NK, ROWS, N, K,
                  TOPK: tl.constexpr, GATHER: tl.constexpr, SWIGLU: tl.constexpr, ROUTE: tl.constexpr,
