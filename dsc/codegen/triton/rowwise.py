@@ -277,6 +277,7 @@ class RowKernel:
         self.spec, self.group, self.value_node, self.params = spec, group, value_node, params
         self.loads, self.tables = loads, tables
         self.rope = [rope_tables(n.shape[-1], n.attrs) for n in tables]
+        self._rope_on: dict[torch.device, list] = {}  # the tables moved to each device once, not per call
         self.width = value_node.shape[-1]
 
     def signature(self, block_r: int = 4) -> tuple[dict, dict]:
@@ -312,8 +313,10 @@ class RowKernel:
             t = values[id(n)]
             args.append(t)
             args += [0 if t.shape[j] == 1 else t.stride(j) for j in range(t.dim())]
-        for inv_freq, mscale in self.rope:
-            args += [inv_freq.to(device), float(mscale)]
+        if device not in self._rope_on:
+            self._rope_on[device] = [(inv_freq.to(device), float(mscale)) for inv_freq, mscale in self.rope]
+        for inv_freq, mscale in self._rope_on[device]:
+            args += [inv_freq, mscale]
         args += list(lead) + [n_rows]
         bw = next_pow2(self.width)
         br = max(1, min(64, 4096 // bw, next_pow2(n_rows)))
