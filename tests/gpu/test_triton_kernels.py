@@ -4,39 +4,27 @@ against the IR's reference ops (run on the same device)."""
 import pytest
 import torch
 
-from dsc.builders.mla import rope_attrs
 from dsc.config import Config
 from dsc.ir import interpret
-from dsc.ir.ops.rope import rope_tables
 
 
 @pytest.mark.parametrize("page", [1, 16, 64])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_latent_append_at_v3_shapes(page, dtype):
     pytest.importorskip("triton")
-    from dsc.codegen.triton.latent_append import latent_append, slot_mapping
-    from latent_append_reference import reference_graph
+    from dsc.runtime import make_runner
+    from latent_append_reference import latent_case, reference_graph
 
     cfg = Config.preset("deepseek-v3")
     rank, rope = cfg.kv_lora_rank, cfg.qk_rope_head_dim
     g = torch.Generator(device="cuda").manual_seed(0)
-    batch, tokens = 64, 2
-    lens = torch.randint(0, 4000, (batch,), generator=g, device="cuda", dtype=torch.int32)
-    per_row = -(-(int(lens.max()) + tokens) // page)
-    table = torch.randperm(batch * per_row, generator=g, device="cuda").view(batch, per_row).to(torch.int32)
-    cache = torch.randn(batch * per_row, page, rank + rope, generator=g, device="cuda").to(dtype)
-    kv = torch.randn(batch, tokens, rank + rope, generator=g, device="cuda").to(dtype)
-    w = (1 + 0.1 * torch.randn(rank, generator=g, device="cuda")).to(dtype)
-    pos = lens[:, None].to(torch.int64) + torch.arange(tokens, device="cuda")[None]
-    dt = "f32" if dtype == torch.float32 else "bf16"
-    ref = interpret(reference_graph(cfg, rank, rope, page, dt),
-                    {"kv": kv, "positions": pos, "cache": cache.clone(), "block_table": table, "cache_seqlens": lens},
-                    {"w": w})["cache"]
-    inv_freq, mscale = rope_tables(rope, rope_attrs(cfg))
-    out = cache.clone()
-    latent_append(kv.reshape(-1, rank + rope), w, pos, slot_mapping(table, lens, tokens, page), inv_freq,
-                  mscale, cfg.rms_norm_eps,
-                  out.view(-1, rank + rope), rank, cfg.rope_interleave)
+    lens = torch.randint(0, 4000, (64,), generator=g, device="cuda", dtype=torch.int32)
+    inputs, params, written = latent_case(g, rank, rope, page, lens, 2, dtype)
+    graph = reference_graph(cfg, rank, rope, page, "f32" if dtype == torch.float32 else "bf16")
+    cache = inputs["cache"]
+    ref = interpret(graph, {**inputs, "cache": cache.clone()}, params)["cache"]
+    out = make_runner(graph, "triton")({**inputs, "cache": cache.clone()}, params)["cache"]
+    assert torch.equal(out[~written], cache[~written])
     err = float((out.float() - ref.float()).norm() / ref.float().norm())
     assert err < (1e-5 if dtype == torch.float32 else 1e-2), err
 
