@@ -10,7 +10,7 @@ from dsc.codegen import contraction
 from dsc.codegen.tvm.build import build, require_tvm, store_as
 
 _KERNELS: dict[tuple, object] = {}
-TVM_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+TVM_OF_TORCH = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
 def _kernel(dtype: torch.dtype, k: int):
@@ -19,7 +19,7 @@ def _kernel(dtype: torch.dtype, k: int):
         tvm = require_tvm()
         te = tvm.te
         bt, m, n = te.var("Bt", "int64"), te.var("M", "int64"), te.var("N", "int64")
-        dt = TVM_DTYPES[dtype]
+        dt = TVM_OF_TORCH[dtype]
         a = te.placeholder([bt, m, k], dt, name="A")
         b = te.placeholder([bt, n, k], dt, name="B")
         r = te.reduce_axis((0, k), name="k")

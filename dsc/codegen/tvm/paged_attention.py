@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.tvm.build import build, require_tvm, store_as
-from dsc.codegen.tvm.gemm import TVM_DTYPES
+from dsc.codegen.tvm.gemm import TVM_OF_TORCH
 
 _KERNELS: dict[tuple, object] = {}
 
@@ -24,7 +24,7 @@ def _kernel(dtype: torch.dtype, dk: int, dv: int, page: int, scale: float, causa
         return _KERNELS[key]
     tvm = require_tvm()
     te, tir = tvm.te, tvm.tirx
-    dt = TVM_DTYPES[dtype]
+    dt = TVM_OF_TORCH[dtype]
     b_, t_, h_, n_pages, p_ = (te.var(n, "int64") for n in ("B", "T", "H", "NB", "P"))
     q = te.placeholder([b_, t_, h_, dk], dt, name="q")
     cache = te.placeholder([n_pages, page, dk], dt, name="cache")
