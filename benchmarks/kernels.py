@@ -23,7 +23,6 @@ import datetime
 import json
 import math
 import os
-import re
 import statistics
 import sys
 import time
@@ -180,14 +179,14 @@ def main() -> int:
                          "script at tiny sizes on a CPU)\n")
         return 2
     sys.path.insert(0, HERE)
-    from presets import device_name
+    from presets import device_name, slug
 
     name = device_name(str(device))
     roof = roofline(device, args.smoke)
     records = bench_mla_decode(device, args.smoke, roof) + bench_fused_moe(device, args.smoke, roof)
     report = {"device": name, "torch": torch.__version__, "date": datetime.date.today().isoformat(),
               "smoke": args.smoke, "roofline": roof, "records": [{"device": name, **r} for r in records]}
-    folder = os.path.join(args.out, re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"))
+    folder = os.path.join(args.out, slug(name))
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "kernels-smoke.json" if args.smoke else "kernels.json")
     with open(path, "w") as f:

@@ -38,6 +38,11 @@ def device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+def slug(text: str) -> str:
+    """A device (or label) as a folder name: benchmarks/results/<slug(device)>/."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
 def main() -> int:
     from dsc.presets import PRESET_NAMES
 
@@ -62,9 +67,8 @@ def main() -> int:
                 return r.returncode
             with open(out) as f:
                 results["presets"][preset] = json.load(f)
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-    label = "" if args.passes == "default" else "-" + re.sub(r"[^a-z0-9]+", "-", args.passes.lower()).strip("-")
-    path = os.path.join(HERE, "results", slug, f"dsc-run-{args.dtype}{label}.json")
+    label = "" if args.passes == "default" else "-" + slug(args.passes)
+    path = os.path.join(HERE, "results", slug(name), f"dsc-run-{args.dtype}{label}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=str)

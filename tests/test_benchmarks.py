@@ -24,3 +24,19 @@ def test_kernel_benchmarks_smoke(tmp_path):
     for rec in report["records"]:
         assert rec["device"] == report["device"] and rec["median_ms"] > 0
         assert {"shape", "GBps", "TFLOPs", "roofline_fraction"} <= set(rec)
+
+
+def test_cpu_decode_benchmark_smoke(tmp_path):
+    pytest.importorskip("tvm")
+    pytest.importorskip("transformers")
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cpu_decode.py"), "--smoke", "--out",
+                        str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (path,) = list(tmp_path.glob("*/cpu-decode-smoke.json"))
+    report = json.loads(path.read_text())
+    mla = report["mla_decode"]
+    for impl in ("tvm", "reference", "hf"):
+        assert mla[impl]["ms"] > 0 and mla[impl]["cache_bytes"] > 0
+    # the same layer on the same weights: dsc's decode step must be HF's
+    assert mla["tvm"]["rel_err_vs_hf"] < 1e-4 and mla["reference"]["rel_err_vs_hf"] < 1e-4
+    assert all(r["rel_err_tvm_vs_reference"] < 1e-4 and r["tvm"]["ms"] > 0 for r in report["moe"])

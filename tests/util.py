@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 
@@ -24,3 +25,14 @@ def assert_close(out: torch.Tensor, ref: torch.Tensor, tol: float, what: str = "
 
 F32_TOL = 1e-5
 BF16_TOL = 2e-2
+
+
+def installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+# the compiled backends, each skipped (with its reason) where its compiler is not installed
+COMPILED_BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(not installed(b), reason=f"{b} is not installed"))
+                     for b in ("triton", "tvm")]

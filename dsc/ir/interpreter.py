@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import functools
+
 import sympy
 import torch
 
@@ -51,7 +53,16 @@ def bind_symbols(leaves: list[Node], tensors: Mapping[str, torch.Tensor], env: d
 
 
 def concrete(d, env: dict) -> int:
-    return d if isinstance(d, int) else int(sympy.sympify(d).subs(env))
+    """A dim bound to an int under env. Memoized: sympy's subs costs ~0.1 ms, and the
+    runtime asks for the same few dims under the same bindings on every call."""
+    if isinstance(d, int):
+        return d
+    return _concrete(d, tuple(sorted(env.items(), key=lambda kv: str(kv[0]))))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _concrete(d, env_items: tuple) -> int:
+    return int(sympy.sympify(d).subs(dict(env_items)))
 
 
 def concrete_attrs(n: Node, env: dict) -> dict:

@@ -6,7 +6,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from dsc.errors import ConfigError, DscError
+from dsc.errors import ConfigError
 from dsc.ir.graph import Graph
 from dsc.ir.interpreter import interpret
 
@@ -23,6 +23,12 @@ def make_runner(g: Graph, backend: str) -> Runner:
         from dsc.runtime.executor import Executor
 
         return Executor(g, lower, KINDS)
-    if backend in BACKENDS:
-        raise DscError(f"backend {backend!r} is not built yet: this version of dsc runs 'reference' and 'triton'")
+    if backend == "tvm":
+        from dsc.codegen.tvm.build import require_tvm
+
+        require_tvm()
+        from dsc.codegen.tvm.lower import KINDS, lower
+        from dsc.runtime.executor import Executor
+
+        return Executor(g, lower, KINDS)
     raise ConfigError(f"backend: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

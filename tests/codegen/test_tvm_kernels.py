@@ -1,5 +1,7 @@
-"""The TVM (llvm) kernel groups built so far against the reference interpreter: the
-generated row kernels on drawn row-op graphs, and the GEMM group (linear, einsum)."""
+"""TVM (llvm) kernel groups against the reference interpreter: generated row kernels on
+drawn row-op graphs, the GEMM group (linear, einsum), paged and dense attention. The
+MoE, FP8 and latent-append groups are held to the same references as the Triton ones
+(test_moe_kernels.py, test_fp8_kernels.py, test_latent_append.py)."""
 
 import pytest
 import torch
@@ -50,7 +52,7 @@ def test_einsum_matches_the_reference(spec, xs, ys, dtype):
        heads=st.sampled_from([1, 3, 8]), dv=st.sampled_from([8, 24]), rope=st.sampled_from([4, 8]),
        dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
 def test_paged_attention_matches_the_ir_attention(seed, page, batch, tokens, heads, dv, rope, dtype, data):
-    from dsc.codegen.tvm.paged_attention import paged_mla_attention
+    from dsc.codegen.tvm.attention import paged_mla_attention
     from paged_reference import ir_attention, paged_case, torch_lse
 
     g = torch.Generator().manual_seed(seed)
@@ -65,3 +67,50 @@ def test_paged_attention_matches_the_ir_attention(seed, page, batch, tokens, hea
     out, lse = paged_mla_attention(q, cache, table, lens, 0.3, dv, len_offset=tokens)
     assert_close(out.float(), want.float(), F32_TOL if dtype == torch.float32 else BF16_TOL, "tvm paged attention")
     assert_close(lse, torch_lse(q, cache, table.clamp_min(0), lens + tokens, 0.3), 1e-5, "lse")
+
+
+@given(seed=seeds, batch=st.integers(1, 2), tokens=st.integers(1, 12), heads=st.sampled_from([1, 2, 3]),
+       shared_kv=st.booleans(), dk=st.sampled_from([8, 24]), dv=st.sampled_from([8, 20]),
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
+def test_dense_attention_matches_the_ir_attention(seed, batch, tokens, heads, shared_kv, dk, dv, dtype, data):
+    """The naive branch's causal attention: ragged rows, K/V strided views, one shared KV head or one per head."""
+    from dsc.builders.ops import inp, op
+    from dsc.codegen.tvm.attention import attention
+    from dsc.ir import Graph, sym
+
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor(data.draw(st.lists(st.integers(0, 30), min_size=batch, max_size=batch)), dtype=torch.int32)
+    s = int(lens.max()) + tokens + data.draw(st.integers(0, 5))
+    hk = 1 if shared_kv else heads
+    q = torch.randn(batch, tokens, heads, dk, generator=g).to(dtype)
+    kv = torch.randn(batch, s, hk, dk + dv + 3, generator=g).to(dtype)
+    k, v = kv[..., :dk], kv[..., dk + 3:]
+    dt = "f32" if dtype == torch.float32 else "bf16"
+    B, T, S = sym("B"), sym("T"), sym("S")
+    qi, ki, vi = inp("q", [B, T, heads, dk], dt), inp("k", [B, S, hk, dk], dt), inp("v", [B, S, hk, dv], dt)
+    li = inp("cache_seqlens", [B], "i32")
+    graph = Graph("attention", [qi, ki, vi, li], {"out": op("attention", qi, ki, vi, li, scale=0.25)})
+    want = interpret(graph, {"q": q, "k": k, "v": v, "cache_seqlens": lens}, {})["out"]
+    out, lse = attention(q, k, v, lens, 0.25)
+    assert_close(out.float(), want.float(), F32_TOL if dtype == torch.float32 else BF16_TOL, "tvm attention")
+    scores = torch.einsum("bthd,bshd->bhts", q.float(), k.float().expand(-1, -1, heads, -1)) * 0.25
+    visible = torch.arange(s)[None, None] <= (lens[:, None] + torch.arange(tokens)[None])[..., None]
+    assert_close(lse, scores.masked_fill(~visible[:, None], float("-inf")).logsumexp(-1), 1e-5, "lse")
+
+
+def test_the_tvm_backend_without_tvm_is_a_clear_error(monkeypatch):
+    import builtins
+
+    from dsc.config import Config
+    from dsc.errors import DscError
+    from dsc.nn import MoE
+
+    real = builtins.__import__
+
+    def no_tvm(name, *args, **kwargs):
+        if name == "tvm" or name.startswith("tvm."):
+            raise ImportError("No module named 'tvm'")
+        return real(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_tvm)
+    with pytest.raises(DscError, match=r"backend 'tvm' needs Apache TVM: pip install 'dsc\[tvm\]'"):
+        MoE(Config.preset("tiny-v3"), backend="tvm")

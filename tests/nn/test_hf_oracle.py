@@ -9,7 +9,6 @@ settings where HF computes DeepSeek's function; the other settings are covered a
 dsc.eager in test_layers_vs_eager.py.
 """
 
-import copy
 import logging
 
 import pytest
@@ -21,12 +20,12 @@ from dsc.config import Config, Yarn
 from dsc.nn import MLA, MoE, random_checkpoint
 from dsc.passes.fp8 import error_bound
 from strategies import fp8_configs, seeds
-from util import F32_TOL, assert_close
+from util import COMPILED_BACKENDS, F32_TOL, assert_close
 
 transformers = pytest.importorskip("transformers")
-from transformers import DeepseekV2Config, DeepseekV3Config, DynamicCache  # noqa: E402
-from transformers.models.deepseek_v2 import modeling_deepseek_v2 as hf_v2  # noqa: E402
-from transformers.models.deepseek_v3 import modeling_deepseek_v3 as hf_v3  # noqa: E402
+from transformers import DynamicCache  # noqa: E402
+
+from dsc.nn.hf import causal_mask, hf_modules, to_hf5_experts  # noqa: E402
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
@@ -64,39 +63,6 @@ def hf_configs(draw, version):
         rope_scaling=yarn, rope_interleave=interleave, n_routed_experts=n_group * per_group,
         n_shared_experts=draw(st.integers(1, 2)), num_experts_per_tok=top_k, moe_intermediate_size=16,
         n_group=n_group, topk_group=topk_group, routed_scaling_factor=draw(st.sampled_from([1.0, 2.5])), **router)
-
-
-def hf_config(cfg: Config):
-    d = copy.deepcopy(cfg.to_hf())  # HF mutates rope dicts in place
-    d["num_key_value_heads"] = cfg.num_attention_heads
-    d["max_position_embeddings"] = 64 * int(cfg.rope_scaling.factor) if cfg.rope_scaling else 256
-    cls = DeepseekV2Config if cfg.model_type == "deepseek_v2" else DeepseekV3Config
-    hc = cls(**d)
-    hc._attn_implementation = "eager"
-    hc._experts_implementation = "eager"
-    return hc
-
-
-def hf_modules(cfg: Config):
-    mod = hf_v2 if cfg.model_type == "deepseek_v2" else hf_v3
-    hc = hf_config(cfg)
-    attn = (mod.DeepseekV2Attention if mod is hf_v2 else mod.DeepseekV3Attention)(hc, 0).eval()
-    moe = (mod.DeepseekV2Moe if mod is hf_v2 else mod.DeepseekV3MoE)(hc).eval()
-    rotary = (mod.DeepseekV2RotaryEmbedding if mod is hf_v2 else mod.DeepseekV3RotaryEmbedding)(hc)
-    return hc, attn, moe, rotary
-
-
-def causal_mask(t: int, past: int) -> torch.Tensor:
-    return torch.full((t, past + t), float("-inf")).triu(past + 1)[None, None]
-
-
-def to_hf5_experts(cfg: Config, sd: dict) -> dict:
-    E = cfg.n_routed_experts
-    out = {k: v for k, v in sd.items() if not k.startswith("experts.")}
-    out["experts.gate_up_proj"] = torch.stack(
-        [torch.cat([sd[f"experts.{i}.gate_proj.weight"], sd[f"experts.{i}.up_proj.weight"]]) for i in range(E)])
-    out["experts.down_proj"] = torch.stack([sd[f"experts.{i}.down_proj.weight"] for i in range(E)])
-    return out
 
 
 FP8_PIPELINE = ["absorb", "fuse_experts", "fp8", "fp8_kv", "fold", "cse", "dce"]
@@ -138,10 +104,11 @@ def test_mla_prefill_and_decode_match_hf(version, passes, data, seed):
 
 @pytest.mark.parametrize("passes", PIPELINES, ids=["none", "default", "fp8"])
 @pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @settings(max_examples=10)  # Triton's interpreter: about half a second a call
 @given(data=st.data(), seed=seeds)
-def test_triton_mla_prefill_and_decode_match_hf(version, passes, data, seed):
-    check_mla_against_hf(version, passes, data, seed, backend="triton")
+def test_compiled_mla_prefill_and_decode_match_hf(backend, version, passes, data, seed):
+    check_mla_against_hf(version, passes, data, seed, backend=backend)
 
 
 def check_moe_against_hf(version, passes, data, seed, backend="reference"):
@@ -165,10 +132,11 @@ def test_moe_matches_hf(version, passes, data, seed):
 
 @pytest.mark.parametrize("passes", PIPELINES, ids=["none", "default", "fp8"])
 @pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @settings(max_examples=10)  # Triton's interpreter
 @given(data=st.data(), seed=seeds)
-def test_triton_moe_matches_hf(version, passes, data, seed):
-    check_moe_against_hf(version, passes, data, seed, backend="triton")
+def test_compiled_moe_matches_hf(backend, version, passes, data, seed):
+    check_moe_against_hf(version, passes, data, seed, backend=backend)
 
 
 def test_presets_with_q_lora_null_and_yarn_match_hf():

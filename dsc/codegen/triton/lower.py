@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from dsc.codegen.router_spec import router_spec
 from dsc.codegen.schedule import Group
 from dsc.codegen.triton import dense_attention, fp8_gemm, fused_moe, gemm, paged_attention, router, rowwise
 from dsc.errors import DscError
@@ -14,21 +15,6 @@ Launcher = Callable[..., torch.Tensor]  # (tensors by node id, the call's symbol
 KINDS = frozenset({"view", "dispatch", "rowwise", "paged_append", "paged_gather", "gemm", "attention",
                    "paged_attention", "router", "moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine",
                    "moe_experts", "fp8_gemm"})
-
-
-def router_spec(group: Group) -> router.RouterSpec:
-    """The router kernel's parameters, read off the nodes its group fuses."""
-    by_op = {m.op: m for m in group.nodes}
-    sel = by_op["select_experts"]
-    norm, scale, const, iota = (by_op.get(op) for op in ("normalize_sum", "scale", "append_const", "append_iota"))
-    if (const is None) != (iota is None) or (const and const.attrs["count"] != iota.attrs["count"]):
-        raise DscError("router: shared experts must be appended to both the ids and the weights")
-    return router.RouterSpec(
-        func=by_op["router_scores"].attrs["func"], method=sel.attrs["method"], top_k=sel.attrs["top_k"],
-        n_group=sel.attrs["n_group"], topk_group=sel.attrs["topk_group"], normalize=norm is not None,
-        eps=norm.attrs["eps"] if norm else 0.0, scale=scale.attrs["factor"] if scale else 1.0,
-        extra=iota.attrs["count"] if iota else 0, extra_start=iota.attrs["start"] if iota else 0,
-        extra_w=const.attrs["value"] if const else 0.0)
 
 
 def lower(group: Group) -> Launcher:

@@ -10,10 +10,9 @@ rounds of argmax, which also yields DeepSeek's best-first order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from dsc.codegen.router_spec import RouterSpec
 from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2
 
 SOURCE = '''
@@ -85,23 +84,6 @@ def moe_router(logits_ptr, bias_ptr, ids_ptr, w_ptr, N, eps, scale, extra_w,
 
 SPEC = KernelSpec("moe_router", SOURCE, "(cdiv(N, BLOCK_T),)")
 METHODS = {"greedy": 0, "group_limited_greedy": 1, "noaux_tc": 2}
-
-
-@dataclass(frozen=True)
-class RouterSpec:
-    """What the router group computes, read off the IR nodes it fuses."""
-
-    func: str  # softmax | sigmoid
-    method: str
-    top_k: int
-    n_group: int
-    topk_group: int
-    normalize: bool
-    eps: float
-    scale: float
-    extra: int  # always-selected (shared) experts appended
-    extra_start: int
-    extra_w: float
 
 
 def route(logits: torch.Tensor, bias: torch.Tensor | None, spec: RouterSpec,

@@ -20,6 +20,7 @@ import hashlib
 
 import torch
 
+from dsc.codegen.paged import check_room
 from dsc.codegen.schedule import Group
 from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
 from dsc.errors import DscError
@@ -298,7 +299,7 @@ class RowKernel:
         args: list = []
         if root.op == "paged_append":
             cache, table, lens = (values[id(s)] for s in root.srcs[:3])
-            _check_room(table, lens, cache.shape[1], lead[1])
+            check_room(table, lens, cache.shape[1], lead[1])
             out = cache
             args += [cache, table, table.stride(0), lens]
         else:
@@ -324,11 +325,3 @@ class RowKernel:
             load_kernel(self.spec, device)[(-(-n_rows // br),)](*args, BLOCK_R=br, BLOCK_W=bw)
         return out
 
-
-def _check_room(table: torch.Tensor, lens: torch.Tensor, page: int, tokens: int) -> None:
-    from dsc.errors import CacheError
-
-    capacity = table.shape[1] * page
-    if tokens and lens.numel() and int(lens.max()) + tokens > capacity:
-        raise CacheError(f"paged_append: a row would hold {int(lens.max()) + tokens} tokens, "
-                         f"its block table holds {capacity}")

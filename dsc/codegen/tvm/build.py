@@ -1,4 +1,10 @@
-"""TensorIR -> a compiled library, through the kernel cache.
+"""Kernel definitions, and TensorIR -> a compiled library through the kernel cache.
+
+A KernelDef is a target-independent PrimFunc (TE stages, or TVMScript loops whose
+T.parallel loop is the parallel one) with the llvm schedule that goes with it; the CUDA
+path (cuda.py) schedules the same function for a GPU. Definitions are made by the
+`define_*` functions of each kernel module from static parameters only (dtypes, widths,
+attributes), so `dsc compile` can list a graph's kernels without running it.
 
 A scheduled PrimFunc is named in the cache by its TVMScript text, the target and the
 library versions; the shared library is written into the entry (atomically, by the
@@ -8,8 +14,12 @@ Compiled functions take torch CPU tensors zero-copy (compact layouts only).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Callable
 
 from dsc.errors import DscError
 from dsc.runtime.cache import KernelCache, cache_key
@@ -26,16 +36,20 @@ def require_tvm():
     return tvm
 
 
+def bf16_bits(x):
+    """float32 x rounded to nearest even bf16, in the high half of a uint32."""
+    tir = require_tvm().tirx
+    u32 = lambda v: tir.const(v, "uint32")  # noqa: E731
+    bits = tir.reinterpret("uint32", x)
+    return (bits + u32(0x7FFF) + ((bits >> u32(16)) & u32(1))) & u32(0xFFFF0000)
+
+
 def store_as(x, dtype: str):
     """A float32 TIR expression x stored as `dtype` (a TVM dtype name). bf16 is rounded to
     nearest even on the bits first: TVM folds a float32 -> bf16 -> float32 cast pair away,
     so the cast alone does not say how it rounds."""
     if dtype == "bfloat16":
-        tir = require_tvm().tirx
-        u32 = lambda v: tir.const(v, "uint32")  # noqa: E731
-        bits = tir.reinterpret("uint32", x)
-        bits = (bits + u32(0x7FFF) + ((bits >> u32(16)) & u32(1))) & u32(0xFFFF0000)
-        x = tir.reinterpret("float32", bits)
+        x = require_tvm().tirx.reinterpret("float32", bf16_bits(x))
     return x.astype(dtype)
 
 
@@ -43,6 +57,56 @@ def llvm_target():
     """This CPU, named explicitly: TVM's "native" silently falls back to a generic CPU (NOTES.md)."""
     tvm = require_tvm()
     return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
+
+
+@dataclass(frozen=True, eq=False)
+class KernelDef:
+    name: str  # readable; `symbol` adds a digest of the function, unique per definition
+    func: object  # tvm.tirx.PrimFunc, unscheduled
+    schedule: Callable | None = None  # schedule(sch: tvm.s_tir.Schedule) for llvm (TE stages)
+
+    @property
+    def symbol(self) -> str:
+        digest = hashlib.sha256(self.func.script().encode()).hexdigest()[:8]
+        return f"{self.name}_{digest}"
+
+    def module(self):
+        """An IRModule holding the function as `main`."""
+        return require_tvm().IRModule({"main": self.func})
+
+    def cpu_module(self):
+        """The function scheduled for llvm."""
+        if self.schedule is None:
+            return self.module()
+        sch = require_tvm().s_tir.Schedule(self.module())
+        self.schedule(sch)
+        return sch.mod
+
+
+def loop_kinds(target: str) -> SimpleNamespace:
+    """Loop constructors of TVMScript kernels for a target: par(n), the kernel's parallel
+    loop (llvm: over the cores; cuda: one thread block per iteration); one(), a launch of
+    a single serial worker (llvm: a plain loop of one); vec(n), a loop of vector lanes
+    (llvm: vectorized; cuda: serial, per thread). Correct on both; the GPU versions leave
+    threads within a block to tuning (issue 6)."""
+    from tvm.script import tirx as T
+
+    if target == "cuda":
+        return SimpleNamespace(par=lambda n: T.thread_binding(n, thread="blockIdx.x"),
+                               one=lambda: T.thread_binding(1, thread="blockIdx.x"), vec=T.serial)
+    return SimpleNamespace(par=T.parallel, one=lambda: T.serial(1), vec=T.vectorized)
+
+
+_COMPILED: dict[tuple, object] = {}
+
+
+def compiled(define: Callable[..., KernelDef], *args):
+    """The llvm build of define(*args), made once per process (and once per machine: the cache)."""
+    key = (define.__module__, define.__qualname__, args)
+    if key not in _COMPILED:
+        defn = define(*args)
+        _COMPILED[key] = build(defn.cpu_module(), defn.name)
+    return _COMPILED[key]
 
 
 def build(mod, name: str):

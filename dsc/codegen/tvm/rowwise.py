@@ -4,8 +4,13 @@ dsc.codegen.schedule), generated from the IR's expressions with TVM's tensor exp
 Each node's value is a function from an index tuple to a float32 expression, so a
 slice or concat is an index shift, RoPE reads its partner column by evaluating its
 operand there, and only the row reductions (RMSNorm's sum of squares, normalize_sum's
-sum) become stages of their own. Every value is rounded to its IR dtype where the
-reference rounds. The schedule runs rows in parallel.
+sum, the FP8 pack's group maxima) become stages of their own. Every value is rounded to
+its IR dtype where the reference rounds. The schedule runs rows in parallel.
+
+paged_gather reads each row's pages through the block table (and with kv_unpack_fp8
+decodes the FP8 row as it reads). paged_append computes its new rows (packing them to
+FP8 bytes when the region ends in kv_pack_fp8) and a second small kernel scatters them
+into the pages: a TE stage cannot write through the block table in place.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ from __future__ import annotations
 import sympy
 import torch
 
+from dsc.codegen.paged import check_room
 from dsc.codegen.schedule import Group
-from dsc.codegen.tvm.build import build, require_tvm, store_as
+from dsc.codegen.tvm import fp8
+from dsc.codegen.tvm.build import KernelDef, bf16_bits, build, compiled, loop_kinds, require_tvm, store_as
 from dsc.errors import DscError
 from dsc.ir.interpreter import concrete
 from dsc.ir.node import Node
@@ -37,20 +44,16 @@ class _Expr:
         self.stages: list[str] = []  # reduction stages, scheduled beside the output
 
     def dim(self, d):
+        """A TVM extent for an IR dim: ints stay ints; a symbol, or a compound of symbols
+        (64*P), is one int64 var of that name (TVM binds each var from the first buffer
+        shape that holds it, and cannot solve a compound shape for its symbols)."""
         if isinstance(d, int):
             return d
         e = sympy.sympify(d)
         if e.is_Integer:
             return int(e)
-        if e.is_Symbol:
-            return self.vars.setdefault(e.name, self.te.var(e.name, "int64"))
-        if e.is_Mul or e.is_Add:
-            parts = [self.dim(a) for a in e.args]
-            out = parts[0]
-            for p in parts[1:]:
-                out = out * p if e.is_Mul else out + p
-            return out
-        raise DscError(f"tvm row kernels: cannot express the dim {d}")
+        name = str(e) if e.is_Symbol else "d_" + "".join(ch if ch.isalnum() else "_" for ch in str(e).replace(" ", ""))
+        return self.vars.setdefault(name, self.te.var(name, "int64"))
 
     def placeholder(self, n: Node):
         for m, p in self.loads:
@@ -129,7 +132,47 @@ class _Expr:
                     out = tir.if_then_else(c < start + w, fn(idx[:-1] + (c - start,)), out)
                 return out
             return cat
+        if n.op == "paged_gather":
+            return lambda idx: self.f32(self.paged_row(n, idx)(idx[-1]))
+        if n.op == "kv_unpack_fp8":  # gathered and dequantized in one pass
+            rank, group = n.attrs["rank"], n.attrs["group"]
+            return lambda idx: self.round(fp8.unpack_latent(self.paged_row(n.srcs[0], idx), idx[-1], rank, group), dt)
         raise DscError(f"tvm row kernels have no expression for op {n.op!r}")
+
+    def paged_row(self, gather: Node, idx):
+        """column j -> the raw cache element j of row (idx[-3], idx[-2]) of a paged_gather."""
+        cache, table = (self.placeholder(s) for s in gather.srcs)
+        page = gather.srcs[0].shape[1]
+        b, s = idx[-3], idx[-2]
+        block = table[b, s // page].astype("int64")
+        return lambda j: cache[block, s % page, j]
+
+    def packed(self, pack: Node):
+        """kv_pack_fp8's bytes of a row: a function idx -> uint8 expression (column idx[-1])."""
+        tir = self.tvm.tirx
+        rank, group = pack.attrs["rank"], pack.attrs["group"]
+        n_scales, rope = rank // group, pack.srcs[0].shape[-1] - rank
+        v = self.value(pack.srcs[0], pack.type.rank)
+        r = self.te.reduce_axis((0, group), name="r_amax")
+        self.stages.append("amax")
+        amax = self.te.compute([self.dim(d) for d in pack.shape[:-1]] + [n_scales], lambda *li: self.te.max(
+            tir.abs(v(tuple(li[:-1]) + (li[-1] * group + r,))), axis=r), name="amax")
+
+        def scale(lead, g):
+            return tir.max(amax[lead + (g,)], tir.const(fp8.MIN_AMAX, "float32")) / fp8.E4M3_MAX
+
+        def byte(idx):
+            lead, c = tuple(idx[:-1]), idx[-1]
+            cq = tir.min(c, rank - 1)  # every branch of the Select is evaluated: keep each in range
+            q = fp8.encode_e4m3(fp8.round_e4m3(v(lead + (cq,)) / scale(lead, cq // group)))
+            j = tir.min(tir.max(c - rank, 0), 4 * n_scales - 1)
+            s_byte = fp8.byte_of_f32(scale(lead, j // 4), j % 4)
+            k = tir.min(tir.max(c - rank - 4 * n_scales, 0), 2 * rope - 1)
+            bits = bf16_bits(v(lead + (rank + k // 2,)))
+            r_byte = ((bits >> (tir.const(16, "uint32") + (k % 2).astype("uint32") * tir.const(8, "uint32")))
+                      & tir.const(255, "uint32")).astype("uint8")
+            return tir.Select(c < rank, q, tir.Select(c < rank + 4 * n_scales, s_byte, r_byte))
+        return byte
 
     def rope(self, n: Node, x):
         tir, te = self.tvm.tirx, self.te
@@ -151,36 +194,97 @@ class _Expr:
         return rotate
 
 
-class RowKernel:
-    """A compiled row region: call with the group's tensors by node id."""
+def define_rows(group: Group) -> tuple[KernelDef | None, _Expr]:
+    """The row kernel of a group: its value (for paged_append: the new rows, FP8-packed
+    when the region ends in kv_pack_fp8) for every row; None when paged_append's rows
+    come from outside the region (only the scatter runs)."""
+    e = _Expr(group)
+    root = group.root
+    v = root.srcs[3] if root.op == "paged_append" else root
+    if id(v) not in e.region:
+        return None, e
+    shape = [e.dim(d) for d in v.shape]
+    if v.op == "kv_pack_fp8":
+        byte = e.packed(v)
+        out = e.te.compute(shape, lambda *idx: byte(tuple(idx)), name="out")
+    else:
+        fn = e.value(v, v.type.rank)
+        out = e.te.compute(shape, lambda *idx: store_as(fn(tuple(idx)), TVM_DTYPES[v.dtype.name]), name="out")
+    args = [p for _, p in e.loads] + [f for _, f in e.tables] + [out]
+    stages = e.stages + ["out"]
 
-    def __init__(self, group: Group):
-        if group.kind != "rowwise":
-            raise DscError(f"the tvm backend has no {group.kind!r} kernels yet (the paged cache comes next)")
-        tvm = require_tvm()
-        e = _Expr(group)
-        root = group.root
-        fn = e.value(root, root.type.rank)
-        out = e.te.compute([e.dim(d) for d in root.shape],
-                           lambda *idx: store_as(fn(tuple(idx)), TVM_DTYPES[root.dtype.name]), name="out")
-        args = [p for _, p in e.loads] + [f for _, f in e.tables] + [out]
-        sch = tvm.s_tir.Schedule(tvm.IRModule({"main": e.te.create_prim_func(args)}))
-        for name in e.stages + ["out"]:  # rows in parallel
+    def schedule(sch):
+        for name in stages:  # rows in parallel
             loops = sch.get_loops(sch.get_sblock(name))
             if len(loops) > 1:
                 sch.parallel(loops[0])
+    return KernelDef("row_" + "_".join(n.op for n in reversed(group.nodes)), e.te.create_prim_func(args),
+                     schedule), e
+
+
+def define_scatter(dtype: str, width: int, page: int, target: str = "llvm") -> KernelDef:
+    """rows [B, T, width] written to slots lens[b] + t of each row's pages, in place."""
+    require_tvm()
+    from tvm.script import tirx as T
+
+    loops = loop_kinds(target)
+
+    @T.prim_func
+    def main(c: T.handle, tb: T.handle, ln: T.handle, r: T.handle):
+        nb, b, p, t = T.int64(), T.int64(), T.int64(), T.int64()
+        cache = T.match_buffer(c, (nb, page, width), dtype)
+        table = T.match_buffer(tb, (b, p), "int32")
+        lens = T.match_buffer(ln, (b,), "int32")
+        rows = T.match_buffer(r, (b, t, width), dtype)
+        for bt in loops.par(b * t):
+            pos = T.int64(lens[bt // t]) + bt % t
+            blk = T.int64(table[bt // t, pos // page])
+            for d in range(width):
+                cache[blk, pos % page, d] = rows[bt // t, bt % t, d]
+
+    return KernelDef(f"paged_scatter_{dtype}_{width}_p{page}", main)
+
+
+class RowKernel:
+    """A compiled row region (kinds rowwise, paged_gather, paged_append): call with the
+    group's tensors by node id."""
+
+    def __init__(self, group: Group):
+        if group.kind not in ("rowwise", "paged_gather", "paged_append"):
+            raise DscError(f"tvm row kernels do not cover group {group.kind!r}")
+        root = self.value_node = group.root
+        self.scatter = None
+        if root.op == "paged_append":
+            cache = root.srcs[0]
+            self.value_node = root.srcs[3]
+            self.scatter = compiled(define_scatter, TVM_DTYPES[cache.dtype.name], cache.shape[2], cache.shape[1])
+        defn, e = define_rows(group)
         self.group, self.loads, self.tables = group, e.loads, e.tables
         self.rope = [rope_tables(n.shape[-1], n.attrs)[0] for n, _ in e.tables]
-        self.fn = build(sch.mod, "row_" + "_".join(n.op for n in reversed(group.nodes)))
+        self.fn = build(defn.cpu_module(), defn.name) if defn is not None else None
 
     def __call__(self, values: dict, env: dict, out: torch.Tensor | None = None) -> torch.Tensor:
-        root = self.group.root
-        shape = [concrete(d, env) for d in root.shape]
-        dtype = to_torch(root.dtype)
-        result = out if out is not None and out.is_contiguous() else torch.empty(shape, dtype=dtype)
-        args = [values[id(n)].contiguous() for n, _ in self.loads] + [f.contiguous() for f in self.rope]
-        self.fn(*args, result)
-        if out is not None and result is not out:
-            out.copy_(result)
-            return out
-        return result
+        v = self.value_node
+        if self.fn is None:
+            rows = values[id(v)].contiguous()
+        else:
+            shape = [concrete(d, env) for d in v.shape]
+            dtype = to_torch(v.dtype)
+            into = out if self.scatter is None and out is not None and out.is_contiguous() else None
+            rows = into if into is not None else torch.empty(shape, dtype=dtype)
+            args = [values[id(n)].contiguous() for n, _ in self.loads] + [f.contiguous() for f in self.rope]
+            if rows.numel():
+                self.fn(*args, rows)
+        if self.scatter is None:
+            if out is not None and rows is not out:
+                out.copy_(rows)
+                return out
+            return rows
+        cache, table, lens = (values[id(s)] for s in self.group.root.srcs[:3])
+        check_room(table, lens, cache.shape[1], rows.shape[1])
+        if not cache.is_contiguous():
+            raise DscError("paged_append: the tvm backend writes into a compact cache only")
+        if rows.numel():
+            self.scatter(cache, table.to(torch.int32).contiguous(), lens.to(torch.int32).contiguous(), rows)
+        return cache
+

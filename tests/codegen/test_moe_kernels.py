@@ -1,19 +1,18 @@
-"""The fused-MoE kernel groups (router, alignment, grouped GEMMs, combine) against the
-IR's reference ops, on drawn shapes and routings, edge cases included: one token, an
-expert with no tokens, every token on one expert, lengths not a multiple of the block."""
+"""The fused-MoE kernel groups (router, alignment, grouped GEMMs, combine) of both
+compiled backends against the IR's reference ops, on drawn shapes and routings, edge
+cases included: one token, an expert with no tokens, every token on one expert, lengths
+not a multiple of the block."""
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dsc.codegen.router_spec import RouterSpec
 from dsc.ir.opdef import get_op
 from strategies import configs, seeds
-from util import BF16_TOL, F32_TOL, assert_close
-
-pytest.importorskip("triton")
-from dsc.codegen.triton import fused_moe, router  # noqa: E402
-from dsc.codegen.triton.build import compile_all  # noqa: E402
+from backend_kernels import Kernels
+from util import BF16_TOL, COMPILED_BACKENDS, F32_TOL, assert_close
 
 
 def ref(op, *args, **attrs):
@@ -21,16 +20,17 @@ def ref(op, *args, **attrs):
     return opdef.reference(list(args), opdef.check_attrs(attrs))
 
 
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @given(cfg=configs(), seed=seeds, tokens=st.integers(1, 40), extra=st.integers(0, 2))
-def test_router_matches_the_reference_chain(cfg, seed, tokens, extra):
+def test_router_matches_the_reference_chain(backend, cfg, seed, tokens, extra):
     g = torch.Generator().manual_seed(seed)
     e = cfg.n_routed_experts
     logits = torch.randn(tokens, e, generator=g) * 3
     bias = 0.1 * torch.randn(e, generator=g) if cfg.topk_method == "noaux_tc" else None
-    spec = router.RouterSpec(func=cfg.scoring_func, method=cfg.topk_method, top_k=cfg.num_experts_per_tok,
+    spec = RouterSpec(func=cfg.scoring_func, method=cfg.topk_method, top_k=cfg.num_experts_per_tok,
                              n_group=cfg.n_group, topk_group=cfg.topk_group, normalize=cfg.norm_topk_prob,
                              eps=1e-20, scale=cfg.routed_scaling_factor, extra=extra, extra_start=e, extra_w=1.0)
-    ids, w = router.route(logits, bias, spec)
+    ids, w = Kernels(backend).route(logits, bias, spec)
 
     scores = ref("router_scores", logits, func=cfg.scoring_func)
     sel = ref("select_experts", scores, *([bias] if bias is not None else []), method=cfg.topk_method,
@@ -63,15 +63,18 @@ def routings(draw):
     return ids.to(torch.int64), experts
 
 
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @given(routing=routings(), block=st.sampled_from([1, 4, 16]))
-def test_alignment_is_the_reference_layout(routing, block):
+def test_alignment_is_the_reference_layout(backend, routing, block):
     ids, experts = routing
-    assert torch.equal(fused_moe.align(ids, experts, block), ref("moe_align", ids, experts=experts, block=block))
+    got = Kernels(backend).align(ids, experts, block)
+    assert torch.equal(got, ref("moe_align", ids, experts=experts, block=block))
 
 
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @given(routing=routings(), seed=seeds, hidden=st.sampled_from([8, 24, 64]), inter=st.sampled_from([8, 16, 40]),
        dtype=st.sampled_from([torch.float32, torch.bfloat16]))
-def test_grouped_gemms_and_combine_match_the_reference(routing, seed, hidden, inter, dtype):
+def test_grouped_gemms_and_combine_match_the_reference(backend, routing, seed, hidden, inter, dtype):
     ids, experts = routing
     n, k = ids.shape
     g = torch.Generator().manual_seed(seed)
@@ -82,24 +85,29 @@ def test_grouped_gemms_and_combine_match_the_reference(routing, seed, hidden, in
     slots = ref("moe_align", ids, experts=experts, block=16)
 
     h_ref = ref("grouped_gemm", x, slots, ids, w13, gather=True, swiglu=True)
-    h = fused_moe.grouped_gemm(x, slots, ids, w13[:, :inter], w13[:, inter:], None, gather=True, block=16)
+    kernels = Kernels(backend)
+    h = kernels.grouped(x, slots, ids, w13, None, gather=True, swiglu=True)
     tol = F32_TOL if dtype == torch.float32 else BF16_TOL
     assert_close(h.float(), h_ref.float(), tol, "gate+up with SiLU")
     y_ref = ref("grouped_gemm", h_ref, slots, ids, w2, route, gather=False)
-    y = fused_moe.grouped_gemm(h_ref, slots, ids, w2, None, route, gather=False, block=16)
+    y = kernels.grouped(h_ref, slots, ids, w2, route, gather=False, swiglu=False)
     assert y.dtype == torch.float32
     assert_close(y, y_ref, tol, "down with routing weights")
     padding = slots >= n * k
     assert torch.equal(y[padding], torch.zeros_like(y[padding]))  # padding rows are zero
-    out = fused_moe.combine(y_ref, slots, ids, dtype)
+    out = kernels.combine(y_ref, slots, ids, dtype)
     assert_close(out.float(), ref("moe_combine", y_ref, slots, ids, dtype="f32" if dtype == torch.float32
                                   else "bf16").float(), tol, "combine")
 
 
 @pytest.mark.parametrize("arch", [80, 90])
-def test_compiles_for_a100_and_h100(arch):
+def test_triton_compiles_for_a100_and_h100(arch):
     """At DeepSeek-V3's sizes (256 routed experts in 8 groups, top-8, one shared)."""
-    spec = router.RouterSpec("sigmoid", "noaux_tc", 8, 8, 4, True, 1e-20, 2.5, 1, 256, 1.0)
+    pytest.importorskip("triton")
+    from dsc.codegen.triton import fused_moe, router
+    from dsc.codegen.triton.build import compile_all
+
+    spec = RouterSpec("sigmoid", "noaux_tc", 8, 8, 4, True, 1e-20, 2.5, 1, 256, 1.0)
     # the router and the alignment do not depend on the activation dtype
     jobs = fused_moe.signature("bf16") + fused_moe.signature("fp32")[1:] + router.signature(spec, 256, True)
     for (s, _, _), res in zip(jobs, compile_all(jobs, arch)):

@@ -1,5 +1,5 @@
-"""backend="triton" end to end: the modules against the reference backend and the
-independent eager implementation (Triton's interpreter on a CPU, tiny shapes)."""
+"""The compiled backends end to end (triton: its interpreter on a CPU; tvm: llvm): the
+modules against the reference backend and the independent eager implementation."""
 
 import pytest
 import torch
@@ -12,18 +12,18 @@ from dsc.eager import EagerMLA, eager_moe
 from dsc.errors import DscError
 from dsc.nn import MLA, MoE, random_checkpoint
 from strategies import configs, seeds
-from util import F32_TOL, assert_close
-
-pytest.importorskip("triton")
+from util import COMPILED_BACKENDS, F32_TOL, assert_close
 
 
+
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @settings(max_examples=8)  # Triton's interpreter: about half a second a call
 @given(cfg=configs(), seed=seeds, passes=st.sampled_from(["default", "none"]), data=st.data())
-def test_mla_matches_eager_over_prefill_and_ragged_decode(cfg, seed, passes, data):
+def test_mla_matches_eager_over_prefill_and_ragged_decode(backend, cfg, seed, passes, data):
     batch = data.draw(st.integers(1, 3))
     prefill = data.draw(st.integers(1, 6))
     sd = random_checkpoint(cfg, "mla", seed=seed)
-    mla = MLA(cfg, backend="triton", passes=passes)
+    mla = MLA(cfg, backend=backend, passes=passes)
     mla.load_state_dict(sd)
     eager = EagerMLA(cfg, sd)
     gen = torch.Generator().manual_seed(seed)
@@ -47,34 +47,37 @@ def test_mla_matches_eager_over_prefill_and_ragged_decode(cfg, seed, passes, dat
     assert cache.lengths() == [k + t for k in keep]
 
 
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @settings(max_examples=15)
 @given(cfg=configs(), seed=seeds, passes=st.sampled_from(["default", "none"]), tokens=st.integers(1, 24))
-def test_moe_matches_eager(cfg, seed, passes, tokens):
+def test_moe_matches_eager(backend, cfg, seed, passes, tokens):
     """Every router (softmax/sigmoid, greedy/group-limited/noaux_tc, renormalized or not),
     shared experts or none, fused (default) and unfused (none)."""
     sd = random_checkpoint(cfg, "moe", seed=seed)
-    moe = MoE(cfg, backend="triton", passes=passes)
+    moe = MoE(cfg, backend=backend, passes=passes)
     moe.load_state_dict(sd)
     x = torch.randn(tokens, cfg.hidden_size, generator=torch.Generator().manual_seed(seed))
     assert_close(moe(x), eager_moe(cfg, sd, x), F32_TOL, f"MoE ({passes})")
 
 
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @pytest.mark.parametrize("passes", ["default", "none"])
-def test_bf16_moe_matches_the_reference_backend(passes):
+def test_bf16_moe_matches_the_reference_backend(backend, passes):
     cfg = Config.preset("tiny-v3")
     sd = random_checkpoint(cfg, "moe", seed=5)
-    ref, tri = (MoE(cfg, backend=b, passes=passes, dtype=torch.bfloat16) for b in ("reference", "triton"))
+    ref, tri = (MoE(cfg, backend=b, passes=passes, dtype=torch.bfloat16) for b in ("reference", backend))
     ref.load_state_dict(sd)
     tri.load_state_dict(sd)
     x = torch.randn(2, 9, cfg.hidden_size, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
     assert_close(tri(x).float(), ref(x).float(), 4e-3, "bf16 MoE")
 
 
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @pytest.mark.parametrize("passes", ["default", "none"])
-def test_bf16_matches_the_reference_backend(passes):
+def test_bf16_matches_the_reference_backend(backend, passes):
     cfg = Config.preset("tiny-v3")
     sd = random_checkpoint(cfg, "mla", seed=4)
-    ref, tri = (MLA(cfg, backend=b, passes=passes, dtype=torch.bfloat16) for b in ("reference", "triton"))
+    ref, tri = (MLA(cfg, backend=b, passes=passes, dtype=torch.bfloat16) for b in ("reference", backend))
     ref.load_state_dict(sd)
     tri.load_state_dict(sd)
     c_ref, c_tri = ref.new_cache(2, 8), tri.new_cache(2, 8)
@@ -109,7 +112,8 @@ def test_the_router_is_one_kernel_with_the_shared_experts_appended():
         "gemm", "moe_align", "grouped_gemm", "grouped_gemm", "moe_combine"]
 
 
-def test_a_graph_with_ops_no_kernel_covers_is_refused_by_name():
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_a_graph_with_ops_no_kernel_covers_is_refused_by_name(backend):
     from dsc.builders.ops import inp, op
     from dsc.ir import Graph
     from dsc.runtime import make_runner
@@ -117,4 +121,4 @@ def test_a_graph_with_ops_no_kernel_covers_is_refused_by_name():
     x, y = inp("x", [4, 8], "f32"), inp("y", [2, 8], "f32")
     g = Graph("odd", [x, y], {"out": op("concat", x, y, axis=0)})  # a concat along rows
     with pytest.raises(DscError, match="no kernel group covers op 'concat'"):
-        make_runner(g, "triton")
+        make_runner(g, backend)

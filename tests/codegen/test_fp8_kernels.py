@@ -1,4 +1,4 @@
-"""The FP8 kernel groups against the IR's reference ops: block-scaled FP8 GEMM with and
+"""The FP8 kernel groups of both compiled backends against the IR's reference ops: block-scaled FP8 GEMM with and
 without the fused activation quantization, the grouped FP8 GEMMs of the MoE, and the
 FP8 latent cache (packed as it is written, dequantized as attention reads it)."""
 
@@ -14,11 +14,8 @@ from dsc.ir.opdef import get_op
 from dsc.ir.ops.fp8 import packed_width
 from dsc.runtime import make_runner
 from strategies import seeds
-from util import BF16_TOL, F32_TOL, assert_close
-
-pytest.importorskip("triton")
-from dsc.codegen.triton import fp8_gemm, fused_moe  # noqa: E402
-from dsc.codegen.triton.build import compile_all  # noqa: E402
+from backend_kernels import Kernels
+from util import BF16_TOL, COMPILED_BACKENDS, F32_TOL, assert_close
 
 
 def ref(name, *args, **attrs):
@@ -32,24 +29,26 @@ def fp8_weight(g, *shape, block):
     return ref("fp8_quant", w, s, tile_n=block, tile_k=block), s
 
 
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @given(seed=seeds, m=st.integers(1, 40), n=st.sampled_from([8, 40, 130]), k=st.sampled_from([16, 100, 300]),
        block=st.sampled_from([32, 128]), act_quant=st.booleans(),
        dtype=st.sampled_from([torch.float32, torch.bfloat16]))
-def test_fp8_linear_matches_the_reference(seed, m, n, k, block, act_quant, dtype):
+def test_fp8_linear_matches_the_reference(backend, seed, m, n, k, block, act_quant, dtype):
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(m, k, generator=g) * torch.rand(m, 1, generator=g) * 4).to(dtype)
     wq, ws = fp8_weight(g, n, k, block=block)
-    out = fp8_gemm.fp8_linear(x, wq, ws, act_quant=act_quant, block=block)
+    out = Kernels(backend).fp8_linear(x, wq, ws, act_quant=act_quant, block=block)
     want = ref("fp8_linear", x, wq, ws, act_quant=act_quant, block=block)
     # the same quantization (bit-exact e4m3 rounding, also under the interpreter); only the
     # float32 summation order differs
     assert_close(out.float(), want.float(), F32_TOL if dtype == torch.float32 else BF16_TOL, "fp8_linear")
 
 
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @given(seed=seeds, n=st.integers(1, 30), experts=st.integers(1, 6), k=st.integers(1, 3), act_quant=st.booleans(),
        hidden=st.sampled_from([64, 160]), inter=st.sampled_from([16, 48]), dtype=st.sampled_from([torch.float32,
                                                                                                  torch.bfloat16]))
-def test_grouped_fp8_gemms_match_the_reference(seed, n, experts, k, act_quant, hidden, inter, dtype):
+def test_grouped_fp8_gemms_match_the_reference(backend, seed, n, experts, k, act_quant, hidden, inter, dtype):
     k = min(k, experts)
     g = torch.Generator().manual_seed(seed)
     ids = torch.stack([torch.randperm(experts, generator=g)[:k] for _ in range(n)])
@@ -60,12 +59,11 @@ def test_grouped_fp8_gemms_match_the_reference(seed, n, experts, k, act_quant, h
     slots = ref("moe_align", ids, experts=experts, block=16)
     tol = F32_TOL if dtype == torch.float32 else BF16_TOL
     h_ref = ref("grouped_gemm_fp8", x, slots, ids, w13, s13, gather=True, swiglu=True, act_quant=act_quant)
-    h = fused_moe.grouped_gemm(x, slots, ids, w13[:, :inter], w13[:, inter:], None, gather=True, block=16,
-                               scales=s13, up_offset=inter, act_quant=act_quant)
+    kernels = Kernels(backend)
+    h = kernels.grouped(x, slots, ids, w13, None, gather=True, swiglu=True, scales=s13, act_quant=act_quant)
     assert_close(h.float(), h_ref.float(), tol, "gate+up")
     y_ref = ref("grouped_gemm_fp8", h_ref, slots, ids, w2, s2, route, gather=False, act_quant=act_quant)
-    y = fused_moe.grouped_gemm(h_ref, slots, ids, w2, None, route, gather=False, block=16, scales=s2,
-                               act_quant=act_quant)
+    y = kernels.grouped(h_ref, slots, ids, w2, route, gather=False, swiglu=False, scales=s2, act_quant=act_quant)
     assert_close(y, y_ref, tol, "down")
 
 
@@ -87,9 +85,10 @@ def fp8_cache_graph(rank, rope, heads, page, group, dt):
     return Graph("fp8_cache", [lat, q, cache, table, lens], {"out": out, "cache": new_cache})
 
 
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @given(seed=seeds, page=st.sampled_from([1, 16]), rank=st.sampled_from([32, 64]), group=st.sampled_from([16, 32]),
        tokens=st.integers(1, 3), dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
-def test_fp8_cache_write_and_attention_match_the_reference(seed, page, rank, group, tokens, dtype, data):
+def test_fp8_cache_write_and_attention_match_the_reference(backend, seed, page, rank, group, tokens, dtype, data):
     g = torch.Generator().manual_seed(seed)
     batch, rope, heads = 2, 8, 4
     dt = "f32" if dtype == torch.float32 else "bf16"
@@ -106,15 +105,19 @@ def test_fp8_cache_write_and_attention_match_the_reference(seed, page, rank, gro
               "q": torch.randn(batch, tokens, heads, rank + rope, generator=g).to(dtype),
               "block_table": table, "cache_seqlens": lens}
     want = interpret(graph, {**inputs, "cache": cache.clone()}, {})
-    got = make_runner(graph, "triton")({**inputs, "cache": cache.clone()}, {})
+    got = make_runner(graph, backend)({**inputs, "cache": cache.clone()}, {})
     assert torch.equal(got["cache"], want["cache"]), "packed bytes differ"
     assert_close(got["out"].float(), want["out"].float(), F32_TOL if dtype == torch.float32 else BF16_TOL, "out")
 
 
 @pytest.mark.parametrize("arch", [80, 90])
-def test_compiles_for_a100_and_h100(arch):
+def test_triton_compiles_for_a100_and_h100(arch):
     """sm_90 runs FP8 x FP8 dots (activation quantization); sm_80 has no FP8 tensor cores,
     so the fp8 pass gives it weight-only FP8 (e4m3 upcast into bf16 dots)."""
+    pytest.importorskip("triton")
+    from dsc.codegen.triton import fp8_gemm, fused_moe
+    from dsc.codegen.triton.build import compile_all
+
     act_quant = arch == 90
     jobs = fp8_gemm.signature("bf16", act_quant) + fused_moe.signature("bf16", fp8=True, act_quant=act_quant)[1:3]
     for (spec, _, _), res in zip(jobs, compile_all(jobs, arch)):

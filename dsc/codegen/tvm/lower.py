@@ -1,0 +1,178 @@
+"""Kernel groups -> launchers of TVM-built kernels (the tvm backend's lowering for llvm).
+
+The same groups as the Triton backend (dsc.codegen.schedule); each launcher takes the
+tensors by node id, the call's symbol bindings and a planned output buffer."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from dsc.codegen.router_spec import router_spec
+from dsc.codegen.schedule import Group
+from dsc.codegen.tvm import attention, fused_moe, gemm, router
+from dsc.codegen.tvm.rowwise import RowKernel
+from dsc.errors import DscError
+from dsc.ir.types import to_torch
+
+Launcher = Callable[..., torch.Tensor]
+KINDS = frozenset({"view", "dispatch", "rowwise", "paged_append", "paged_gather", "gemm", "attention",
+                   "paged_attention", "router", "moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine",
+                   "moe_experts", "fp8_gemm"})
+EXPERT_BLOCK = 16  # rows per expert block for an unfused moe_experts (as the triton backend)
+
+
+def lower(group: Group) -> Launcher:
+    kind, n = group.kind, group.root
+    if kind in ("rowwise", "paged_append", "paged_gather"):
+        return RowKernel(group)
+    if kind == "gemm":
+        if n.op == "linear":
+            return lambda v, env, out=None: gemm.linear(v[id(n.srcs[0])], v[id(n.srcs[1])], out=out)
+        if len(n.srcs) != 2:
+            raise DscError(f"einsum {n.attrs['spec']!r}: only two-operand contractions have a GEMM form")
+        return lambda v, env, out=None: gemm.einsum(n.attrs["spec"], v[id(n.srcs[0])], v[id(n.srcs[1])], out=out)
+    if kind == "attention":
+        def run(v, env, out=None):
+            q, k, val, lens = (v[id(s)] for s in group.inputs)
+            return attention.attention(q, k, val, lens, n.attrs["scale"], out=out)[0]
+        return run
+    if kind == "paged_attention":
+        dv = n.shape[-1]
+        unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
+        if unpack is not None and unpack.attrs["rank"] != dv:
+            raise DscError(f"paged attention over an FP8 cache reads V as the rank {unpack.attrs['rank']} latent, "
+                           f"got a V of width {dv}")
+
+        def run(v, env, out=None):
+            q, cache, table, lens = (v[id(s)] for s in group.inputs)
+            return attention.paged_mla_attention(q, cache, table, lens, n.attrs["scale"], dv, len_offset=q.shape[1],
+                                                 out=out, fp8_group=unpack.attrs["group"] if unpack else None)[0]
+        return run
+    if kind == "router":
+        spec = router_spec(group)
+
+        def run(v, env, out=None):
+            bias = v[id(group.inputs[1])] if len(group.inputs) > 1 else None
+            return router.route(v[id(group.inputs[0])], bias, spec, out=out)
+        return run
+    if kind == "moe_align":
+        return lambda v, env, out=None: fused_moe.align(v[id(n.srcs[0])], n.attrs["experts"], n.attrs["block"], out=out)
+    if kind in ("grouped_gemm", "grouped_gemm_fp8"):
+        if n.srcs[1].op != "moe_align":
+            raise DscError(f"{n.op}: its row layout must come from moe_align (the block size)")
+        block = n.srcs[1].attrs["block"]
+        fp8 = kind == "grouped_gemm_fp8"
+        n_w = 5 if fp8 else 4
+
+        def run(v, env, out=None):
+            a, slots, ids, w = (v[id(s)] for s in n.srcs[:4])
+            route = v[id(n.srcs[n_w])] if len(n.srcs) > n_w else None
+            return fused_moe.grouped_gemm(a, slots, ids, w, route, gather=n.attrs["gather"], swiglu=n.attrs["swiglu"],
+                                          block=block, scales=v[id(n.srcs[4])] if fp8 else None,
+                                          act_quant=fp8 and n.attrs["act_quant"],
+                                          scale_block=n.attrs.get("block", 128), out=out)
+        return run
+    if kind == "fp8_gemm":
+        return lambda v, env, out=None: fused_moe.fp8_linear(*(v[id(s)] for s in n.srcs),
+                                                             act_quant=n.attrs["act_quant"], block=n.attrs["block"],
+                                                             out=out)
+    if kind == "moe_combine":
+        return lambda v, env, out=None: fused_moe.combine(*(v[id(s)] for s in n.srcs), to_torch(n.type.dtype),
+                                                          out=out)
+    if kind == "moe_experts":
+        def run(v, env, out=None):
+            x, ids, w, gate, up, down = (v[id(s)] for s in n.srcs)
+            slots = fused_moe.align(ids, gate.shape[0], EXPERT_BLOCK)
+            gate_up = torch.cat([gate, up], dim=1)  # an unfused layer: fuse_experts does this once, at load
+            h = fused_moe.grouped_gemm(x, slots, ids, gate_up, None, gather=True, swiglu=True, block=EXPERT_BLOCK)
+            y = fused_moe.grouped_gemm(h, slots, ids, down, w, gather=False, swiglu=False, block=EXPERT_BLOCK)
+            return fused_moe.combine(y, slots, ids, x.dtype, out=out)
+        return run
+    raise DscError(f"the tvm backend has no kernel for group {kind!r} ({n.op})")
+
+
+def kernel_defs(group: Group, target: str = "llvm") -> list:
+    """The definitions of every kernel a group may launch, from the IR alone (static
+    dtypes, widths and attributes): what `dsc compile --backend tvm` emits. An einsum
+    lists both GEMM layouts (the runtime picks by its operand's layout)."""
+    from dsc.codegen.tvm import attention as att
+    from dsc.codegen.tvm.rowwise import TVM_DTYPES, define_rows, define_scatter
+
+    kind, n = group.kind, group.root
+    dt = lambda node: TVM_DTYPES[node.dtype.name]  # noqa: E731
+    if kind in ("view", "dispatch"):
+        return []
+    if kind in ("rowwise", "paged_gather", "paged_append"):
+        rows = define_rows(group)[0]
+        defs = [rows] if rows is not None else []
+        if kind == "paged_append":
+            cache = n.srcs[0]
+            defs.append(define_scatter(dt(cache), cache.shape[2], cache.shape[1], target))
+        return defs
+    if kind == "gemm":
+        if n.op == "linear":
+            return [gemm.define_nt(dt(n), _static(n.srcs[1].shape[1], "in features"))]
+        k, nn = _einsum_kn(n)
+        return [gemm.define_nt(dt(n), k)] + ([gemm.define_nn(dt(n), k, nn)] if isinstance(nn, int) else [])
+    if kind == "attention":
+        q, k, v, _ = n.srcs
+        return [att.define_dense(dt(q), q.shape[3], v.shape[3], k.shape[2] == 1 and q.shape[2] != 1,
+                                 float(n.attrs["scale"]))]
+    if kind == "paged_attention":
+        q, cache = group.inputs[:2]
+        unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
+        return [att.define_paged(dt(q), q.shape[3], n.shape[-1], cache.shape[1], float(n.attrs["scale"]),
+                                 unpack.attrs["group"] if unpack else None, cache.shape[2])]
+    if kind == "router":
+        return [router.define_router(router_spec(group), group.inputs[0].shape[-1], len(group.inputs) > 1, target)]
+    if kind == "moe_align":
+        ids = n.srcs[0]
+        return [fused_moe.define_align(n.attrs["experts"], n.attrs["block"], ids.shape[1], dt(ids), target)]
+    if kind in ("grouped_gemm", "grouped_gemm_fp8"):
+        a, _, ids, w = n.srcs[:4]
+        fp8 = kind == "grouped_gemm_fp8"
+        n_w = 5 if fp8 else 4
+        route = n.srcs[n_w] if len(n.srcs) > n_w else None
+        return [fused_moe.define_grouped(w.shape[2], w.shape[1], ids.shape[1], n.srcs[1].attrs["block"],
+                                         n.attrs["gather"], n.attrs["swiglu"], dt(route) if route else None, dt(a),
+                                         dt(n), dt(ids), n.attrs["block"] if fp8 else None,
+                                         fp8 and n.attrs["act_quant"], target)]
+    if kind == "fp8_gemm":
+        x, wq, _ = n.srcs
+        return [fused_moe.define_grouped(wq.shape[1], wq.shape[0], 1, 1, False, False, None, dt(x), dt(n), "int32",
+                                         n.attrs["block"], n.attrs["act_quant"], target)]
+    if kind == "moe_combine":
+        y, _, ids = n.srcs
+        return [fused_moe.define_combine(ids.shape[1], y.shape[1], dt(y), dt(n), target)]
+    if kind == "moe_experts":
+        x, ids, w, gate, up, down = n.srcs
+        e, inter, hidden = gate.shape
+        return [fused_moe.define_align(e, EXPERT_BLOCK, ids.shape[1], dt(ids), target),
+                fused_moe.define_grouped(hidden, 2 * inter, ids.shape[1], EXPERT_BLOCK, True, True, None, dt(x),
+                                         dt(x), dt(ids), None, False, target),
+                fused_moe.define_grouped(inter, hidden, ids.shape[1], EXPERT_BLOCK, False, False, dt(w), dt(x),
+                                         "float32", dt(ids), None, False, target),
+                fused_moe.define_combine(ids.shape[1], hidden, "float32", dt(x), target)]
+    raise DscError(f"the tvm backend has no kernel for group {kind!r} ({n.op})")
+
+
+def _static(d, what: str) -> int:
+    if not isinstance(d, int):
+        raise DscError(f"the tvm kernels need a static {what}, got {d}")
+    return d
+
+
+def _einsum_kn(n) -> tuple[int, object]:
+    """(K, N) of a two-operand einsum's GEMM form: K static, N an int or symbolic."""
+    xl, rest = n.attrs["spec"].replace(" ", "").split(",")
+    yl, out = rest.split("->")
+    size = dict(zip(yl, n.srcs[1].shape))
+    k, nn = 1, 1
+    for c in yl:
+        if c in xl and c not in out:
+            k *= _static(size[c], f"contraction dim {c!r}")
+        elif c not in xl:
+            nn = nn * size[c] if isinstance(nn, int) and isinstance(size[c], int) else None
+    return k, nn
