@@ -87,6 +87,8 @@ def test_show_cost_prints_both_forms_and_the_crossover():
     (("run", "--batch", "0"), "--batch must be at least 1"),
     (("run", "--passes", "magic"), "passes: unknown pass 'magic'"),
     (("run", "--backend", "cuda"), "argument --backend: invalid choice"),
+    (("run", "--artifacts", "somewhere"), "--artifacts runs CUDA kernels: pass --device cuda"),
+    (("compile", "--backend", "tvm", "--target", "cpu", "--out", "x"), "--target cpu has nothing to write"),
     (("show", "deepseek-v9"), "unknown preset"),
     (("frobnicate",), "invalid choice"),
 ])

@@ -28,9 +28,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", choices=("mla", "moe", "all"), default="all")
     p.add_argument("--passes", default="default", help="default, none, or a comma-separated list of passes")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
-    p.add_argument("--target", default=None, choices=("sm90", "sm80", "cpu"),
-                   help="machine the passes compile for: absorb's crossover, fp8's mode (default: the CUDA "
-                        "device's, else sm90, i.e. H100/H800)")
+    p.add_argument("--target", default=None, choices=("sm90", "sm80", "cuda", "cpu"),
+                   help="machine the passes (and dsc compile) target: absorb's crossover, fp8's mode, the CUDA "
+                        "architecture (default: the CUDA device's, else sm90, i.e. H100/H800; cuda means sm90)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tokens", type=int, default=32, help="MoE tokens (default 32)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    run.add_argument("--artifacts", metavar="DIR",
+                     help="run the tvm backend from `dsc compile --backend tvm --out DIR` (CUDA through NVRTC)")
 
     show = sub.add_parser("show", help="print the IR before and after each pass, with its cost")
     _add_model_args(show)
@@ -58,13 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", help="write the generated kernel sources and a manifest.json")
     _add_model_args(comp)
-    comp.add_argument("--backend", choices=("triton",), default="triton")
+    comp.add_argument("--backend", choices=("triton", "tvm"), default="triton")
     comp.add_argument("--out", required=True, metavar="DIR", help="directory for the sources and manifest.json")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "target", None) == "cuda":
+        args.target = "sm90"  # "cuda" names the default CUDA target
     try:
         if args.command == "run":
             from dsc.cli.run import run

@@ -224,9 +224,28 @@ def run_moe(cfg: Config, args, dtype, device) -> dict:
     return rep
 
 
+def artifacts_in_use(args, device: torch.device):
+    """--artifacts DIR: the tvm backend's kernels from `dsc compile --backend tvm`, run
+    through NVRTC on this CUDA device (no TVM needed); otherwise nothing changes."""
+    import contextlib
+
+    if not args.artifacts:
+        return contextlib.nullcontext()
+    from dsc.codegen.tvm.build import use_artifacts
+    from dsc.runtime.nvrtc import Artifacts
+
+    if device.type != "cuda":
+        raise InputError("--artifacts runs CUDA kernels: pass --device cuda")
+    major, minor = torch.cuda.get_device_capability(device)
+    return use_artifacts(Artifacts(args.artifacts, 10 * major + minor))
+
+
 def run(args) -> int:
     cfg = load_config(args.model)
     dtype, device = resolve_dtype(args.dtype), resolve_device(args.device)
+    if args.artifacts and args.backend != "tvm":
+        args.backend = "tvm"  # the artifacts are the tvm backend's kernels
+    artifacts = artifacts_in_use(args, device)  # checked before anything is printed
     for name in ("batch", "prompt_len", "tokens"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -239,8 +258,9 @@ def run(args) -> int:
     if cfg.rope_scaling is not None:
         report["config"]["rope_scaling"] = cfg.rope_scaling.to_dict()
     layers = ("mla", "moe") if args.layer == "all" else (args.layer,)
-    for layer in layers:
-        report["layers"][layer] = (run_mla if layer == "mla" else run_moe)(cfg, args, dtype, device)
+    with artifacts:
+        for layer in layers:
+            report["layers"][layer] = (run_mla if layer == "mla" else run_moe)(cfg, args, dtype, device)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:

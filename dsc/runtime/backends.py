@@ -24,9 +24,10 @@ def make_runner(g: Graph, backend: str) -> Runner:
 
         return Executor(g, lower, KINDS)
     if backend == "tvm":
-        from dsc.codegen.tvm.build import require_tvm
+        from dsc.codegen.tvm.build import artifacts_active, require_tvm
 
-        require_tvm()
+        if not artifacts_active():  # kernels from a compiled directory need no TVM
+            require_tvm()
         from dsc.codegen.tvm.lower import KINDS, lower
         from dsc.runtime.executor import Executor
 

@@ -101,8 +101,8 @@ def define_paged(dt: str, dk: int, dv: int, page: int, scale: float, fp8_group: 
         return store_as(latent, dt).astype("float32")  # kv_unpack_fp8 yields the latent in q's dtype
 
     out, lse = _softmax_stages(te, tir, q, row, row, total, (b_, t_, h_), p_ * page, dk, dv, scale, dt)
-    return KernelDef(f"paged_mla_{dt}_{dk}_{dv}_p{page}" + (f"_fp8g{fp8_group}" if fp8_group else ""),
-                     te.create_prim_func([q, cache, table, total, out, lse]), lambda sch: _cpu_schedule(sch, dk))
+    return KernelDef.from_te(f"paged_mla_{dt}_{dk}_{dv}_p{page}" + (f"_fp8g{fp8_group}" if fp8_group else ""),
+                             [q, cache, table, total, out, lse], lambda sch: _cpu_schedule(sch, dk))
 
 
 def define_dense(dt: str, dk: int, dv: int, shared_kv: bool, scale: float) -> KernelDef:
@@ -118,12 +118,12 @@ def define_dense(dt: str, dk: int, dv: int, shared_kv: bool, scale: float) -> Ke
     out, lse = _softmax_stages(te, tir, q, lambda b, s, h, d: k[b, s, head(h), d].astype("float32"),
                                lambda b, s, h, d: v[b, s, head(h), d].astype("float32"), total, (b_, t_, h_), s_,
                                dk, dv, scale, dt)
-    return KernelDef(f"attention_{dt}_{dk}_{dv}" + ("_mqa" if shared_kv else ""),
-                     te.create_prim_func([q, k, v, total, out, lse]), lambda sch: _cpu_schedule(sch, dk))
+    return KernelDef.from_te(f"attention_{dt}_{dk}_{dv}" + ("_mqa" if shared_kv else ""),
+                             [q, k, v, total, out, lse], lambda sch: _cpu_schedule(sch, dk))
 
 
-def _result(out, shape, dtype):
-    return out if out is not None and out.is_contiguous() else torch.empty(shape, dtype=dtype)
+def _result(out, shape, dtype, device):
+    return out if out is not None and out.is_contiguous() else torch.empty(shape, dtype=dtype, device=device)
 
 
 def _finish(out, result, lse):
@@ -145,8 +145,8 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
     fn = compiled(define_paged, TVM_OF_TORCH[q.dtype], dk, v_dim, cache.shape[1], float(scale), fp8_group,
                   cache.shape[2])
     total = (lengths.to(torch.int32) + len_offset).contiguous()
-    result = _result(out, (batch, tokens, heads, v_dim), q.dtype)
-    lse = torch.empty(batch, heads, tokens, dtype=torch.float32)
+    result = _result(out, (batch, tokens, heads, v_dim), q.dtype, q.device)
+    lse = torch.empty(batch, heads, tokens, dtype=torch.float32, device=q.device)
     if result.numel():
         fn(q.contiguous(), cache.contiguous(), block_table.to(torch.int32).contiguous(), total, result, lse)
     return _finish(out, result, lse)
@@ -159,8 +159,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.
     batch, tokens, heads, dk = q.shape
     fn = compiled(define_dense, TVM_OF_TORCH[q.dtype], dk, v.shape[3], k.shape[2] == 1 and heads != 1, float(scale))
     total = (lengths.to(torch.int32) + tokens).contiguous()
-    result = _result(out, (batch, tokens, heads, v.shape[3]), q.dtype)
-    lse = torch.empty(batch, heads, tokens, dtype=torch.float32)
+    result = _result(out, (batch, tokens, heads, v.shape[3]), q.dtype, q.device)
+    lse = torch.empty(batch, heads, tokens, dtype=torch.float32, device=q.device)
     if result.numel():
         fn(q.contiguous(), k.contiguous(), v.contiguous(), total, result, lse)
     return _finish(out, result, lse)

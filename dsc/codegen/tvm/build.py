@@ -64,6 +64,33 @@ class KernelDef:
     name: str  # readable; `symbol` adds a digest of the function, unique per definition
     func: object  # tvm.tirx.PrimFunc, unscheduled
     schedule: Callable | None = None  # schedule(sch: tvm.s_tir.Schedule) for llvm (TE stages)
+    te_args: tuple = ()  # the TE tensors func was made of (TE definitions)
+
+    @staticmethod
+    def from_te(name: str, args: list, schedule: Callable) -> "KernelDef":
+        return KernelDef(name, require_tvm().te.create_prim_func(list(args)), schedule, tuple(args))
+
+    def gpu(self):
+        """The function for a GPU: a TE definition's intermediate stages become trailing
+        scratch arguments (on a CPU, TVM's host code allocates them; a launcher without
+        TVM must, see dsc/runtime/nvrtc.py). TVMScript definitions are made per target."""
+        if not self.te_args:
+            return self.func
+        te = require_tvm().te
+        known = {t.op for t in self.te_args}
+        scratch, seen = [], set()
+
+        def visit(t):
+            if t.op in seen:
+                return
+            seen.add(t.op)
+            for s in t.op.input_tensors:
+                visit(s)
+            if t.op not in known and isinstance(t.op, te.ComputeOp):
+                scratch.append(t)
+        for t in self.te_args:
+            visit(t)
+        return te.create_prim_func(list(self.te_args) + scratch)
 
     @property
     def symbol(self) -> str:
@@ -98,10 +125,46 @@ def loop_kinds(target: str) -> SimpleNamespace:
 
 
 _COMPILED: dict[tuple, object] = {}
+_ARTIFACTS: list = []  # the active dsc.runtime.nvrtc.Artifacts, if any
+
+
+def kernel_key(define: Callable[..., KernelDef], args: tuple) -> str:
+    """A definition's name across processes: the define function and its static
+    arguments (the target aside). `dsc compile` writes kernels under it; a launcher
+    without TVM finds them by it."""
+    return f"{define.__name__}{args!r}"
+
+
+def artifacts_active() -> bool:
+    return bool(_ARTIFACTS)
+
+
+def artifact(key: str):
+    """The artifact kernel of a key while artifacts are in use, else None."""
+    return _ARTIFACTS[-1].kernel(key) if _ARTIFACTS else None
+
+
+class use_artifacts:
+    """`with use_artifacts(Artifacts(...)):` kernels come from a compiled directory
+    (CUDA through NVRTC) instead of being built by TVM."""
+
+    def __init__(self, artifacts):
+        self.artifacts = artifacts
+
+    def __enter__(self):
+        _ARTIFACTS.append(self.artifacts)
+        return self.artifacts
+
+    def __exit__(self, *exc):
+        _ARTIFACTS.remove(self.artifacts)
 
 
 def compiled(define: Callable[..., KernelDef], *args):
-    """The llvm build of define(*args), made once per process (and once per machine: the cache)."""
+    """define(*args) ready to call: from the active artifacts, else the llvm build, made
+    once per process (and once per machine: the cache)."""
+    found = artifact(kernel_key(define, args))
+    if found is not None:
+        return found
     key = (define.__module__, define.__qualname__, args)
     if key not in _COMPILED:
         defn = define(*args)

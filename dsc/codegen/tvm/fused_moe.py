@@ -68,7 +68,7 @@ def align(ids: torch.Tensor, experts: int, block: int, out: torch.Tensor | None 
     n, k = ids.shape
     fn = compiled(define_align, experts, block, k, TVM_INT[ids.dtype])
     rows = n * k + experts * (block - 1)
-    result = out if out is not None and out.is_contiguous() else torch.empty(rows, dtype=torch.int32)
+    result = out if out is not None and out.is_contiguous() else torch.empty(rows, dtype=torch.int32, device=ids.device)
     fn(ids.contiguous(), result)
     if out is not None and result is not out:
         out.copy_(result)
@@ -207,10 +207,11 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     fn = compiled(define_grouped, kd, nw, topk, block, gather, swiglu, route_dt, act_dt, TVM_OF_TORCH[out_dtype],
                   TVM_INT[ids.dtype], scale_block if fp8_w else None, fp8_w and act_quant)
     width = nw // 2 if swiglu else nw
-    result = out if out is not None and out.is_contiguous() else torch.empty(rows, width, dtype=out_dtype)
+    result = out if out is not None and out.is_contiguous() else torch.empty(rows, width, dtype=out_dtype,
+                                                                              device=a.device)
     wq = w.contiguous().view(torch.uint8) if fp8_w else w.contiguous()
-    ws = scales.contiguous() if fp8_w else torch.zeros(experts, nw, 1)
-    route = route_w.contiguous() if route_w is not None else torch.zeros(n_tok, topk)
+    ws = scales.contiguous() if fp8_w else torch.zeros(experts, nw, 1, device=a.device)
+    route = route_w.contiguous() if route_w is not None else torch.zeros(n_tok, topk, device=a.device)
     if rows and width:
         fn(a.contiguous(), sorted_slots.contiguous(), ids.contiguous(), wq, ws, route, result)
     if out is not None and result is not out:
@@ -225,9 +226,10 @@ def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant
     lead = x.shape[:-1]
     x2 = x.reshape(-1, x.shape[-1])
     m = x2.shape[0]
-    slots = torch.arange(m, dtype=torch.int32)
-    y = grouped_gemm(x2, slots, torch.zeros(m, 1, dtype=torch.int32), wq[None], None, gather=False, swiglu=False,
-                     block=1, scales=ws[None], act_quant=act_quant, scale_block=block,
+    slots = torch.arange(m, dtype=torch.int32, device=x.device)
+    ids = torch.zeros(m, 1, dtype=torch.int32, device=x.device)
+    y = grouped_gemm(x2, slots, ids, wq[None], None, gather=False, swiglu=False, block=1, scales=ws[None],
+                     act_quant=act_quant, scale_block=block,
                      out=out.view(m, -1) if out is not None and out.is_contiguous() else None)
     y = y.view(*lead, wq.shape[0])
     if out is not None and y.data_ptr() != out.data_ptr():
@@ -269,9 +271,10 @@ def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtyp
     n_tok, topk = ids.shape
     width = y.shape[1]
     fn = compiled(define_combine, topk, width, TVM_OF_TORCH[y.dtype], TVM_OF_TORCH[dtype])
-    result = out if out is not None and out.is_contiguous() else torch.empty(n_tok, width, dtype=dtype)
+    result = out if out is not None and out.is_contiguous() else torch.empty(n_tok, width, dtype=dtype, device=y.device)
     if n_tok:
-        fn(y.contiguous(), sorted_slots.contiguous(), torch.empty(n_tok * topk, dtype=torch.int32), result)
+        inverse = torch.empty(n_tok * topk, dtype=torch.int32, device=y.device)
+        fn(y.contiguous(), sorted_slots.contiguous(), inverse, result)
     if out is not None and result is not out:
         out.copy_(result)
         return out

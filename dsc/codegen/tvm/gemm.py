@@ -27,7 +27,7 @@ def _stages(dt: str, k: int, n: int | None):
     acc = te.compute([bt, m, n], lambda z, i, j: te.sum(
         a[z, i, r].astype("float32") * (b[z, j, r] if nt else b[z, r, j]).astype("float32"), axis=r), name="acc")
     c = te.compute([bt, m, n], lambda z, i, j: store_as(acc[z, i, j], dt), name="C")
-    return te.create_prim_func([a, b, c])
+    return [a, b, c]
 
 
 def define_nt(dt: str, k: int) -> KernelDef:
@@ -50,7 +50,7 @@ def define_nt(dt: str, k: int) -> KernelDef:
         for name in ("acc", "C"):
             loops = sch.get_loops(sch.get_sblock(name))
             sch.parallel(sch.fuse(loops[0], loops[1]))
-    return KernelDef(f"bmm_nt_{dt}_k{k}", _stages(dt, k, None), schedule)
+    return KernelDef.from_te(f"bmm_nt_{dt}_k{k}", _stages(dt, k, None), schedule)
 
 
 def define_nn(dt: str, k: int, n: int) -> KernelDef:
@@ -65,7 +65,7 @@ def define_nn(dt: str, k: int, n: int) -> KernelDef:
         sch.decompose_reduction(blk, kk)
         loops = sch.get_loops(sch.get_sblock("C"))
         sch.parallel(sch.fuse(loops[0], loops[1]))
-    return KernelDef(f"bmm_nn_{dt}_k{k}_n{n}", _stages(dt, k, n), schedule)
+    return KernelDef.from_te(f"bmm_nn_{dt}_k{k}_n{n}", _stages(dt, k, n), schedule)
 
 
 def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -73,7 +73,7 @@ def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     kernels take compact tensors. B compact in [K, N] (an einsum weight) runs the NN
     kernel; anything else is read as [N, K] (nn.Linear weights are already), laid out
     compactly first where it is not."""
-    target = c if c.is_contiguous() else torch.empty(c.shape, dtype=c.dtype)
+    target = c if c.is_contiguous() else torch.empty(c.shape, dtype=c.dtype, device=c.device)
     dt = TVM_OF_TORCH[a.dtype]
     if a.shape[1] and b.shape[2]:
         if b.is_contiguous():

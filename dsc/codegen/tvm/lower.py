@@ -93,12 +93,20 @@ def lower(group: Group) -> Launcher:
     raise DscError(f"the tvm backend has no kernel for group {kind!r} ({n.op})")
 
 
-def kernel_defs(group: Group, target: str = "llvm") -> list:
-    """The definitions of every kernel a group may launch, from the IR alone (static
-    dtypes, widths and attributes): what `dsc compile --backend tvm` emits. An einsum
-    lists both GEMM layouts (the runtime picks by its operand's layout)."""
+def kernel_defs(group: Group, target: str = "llvm") -> list[tuple[str, object]]:
+    """(key, definition) of every kernel a group may launch, from the IR alone (static
+    dtypes, widths and attributes): what `dsc compile --backend tvm` emits, under the
+    keys the launchers ask for (build.kernel_key). An einsum lists both GEMM layouts
+    (the launcher picks by its operand's layout)."""
+    import inspect
+
     from dsc.codegen.tvm import attention as att
-    from dsc.codegen.tvm.rowwise import TVM_DTYPES, define_rows, define_scatter
+    from dsc.codegen.tvm.build import kernel_key
+    from dsc.codegen.tvm.rowwise import TVM_DTYPES, define_rows, define_scatter, rows_key
+
+    def d(define, *args):
+        made = define(*args, target=target) if "target" in inspect.signature(define).parameters else define(*args)
+        return kernel_key(define, args), made
 
     kind, n = group.kind, group.root
     dt = lambda node: TVM_DTYPES[node.dtype.name]  # noqa: E731
@@ -106,55 +114,54 @@ def kernel_defs(group: Group, target: str = "llvm") -> list:
         return []
     if kind in ("rowwise", "paged_gather", "paged_append"):
         rows = define_rows(group)[0]
-        defs = [rows] if rows is not None else []
+        defs = [(rows_key(group), rows)] if rows is not None else []
         if kind == "paged_append":
             cache = n.srcs[0]
-            defs.append(define_scatter(dt(cache), cache.shape[2], cache.shape[1], target))
+            defs.append(d(define_scatter, dt(cache), cache.shape[2], cache.shape[1]))
         return defs
     if kind == "gemm":
         if n.op == "linear":
-            return [gemm.define_nt(dt(n), _static(n.srcs[1].shape[1], "in features"))]
+            return [d(gemm.define_nt, dt(n), _static(n.srcs[1].shape[1], "in features"))]
         k, nn = _einsum_kn(n)
-        return [gemm.define_nt(dt(n), k)] + ([gemm.define_nn(dt(n), k, nn)] if isinstance(nn, int) else [])
+        return [d(gemm.define_nt, dt(n), k)] + ([d(gemm.define_nn, dt(n), k, nn)] if isinstance(nn, int) else [])
     if kind == "attention":
         q, k, v, _ = n.srcs
-        return [att.define_dense(dt(q), q.shape[3], v.shape[3], k.shape[2] == 1 and q.shape[2] != 1,
-                                 float(n.attrs["scale"]))]
+        return [d(att.define_dense, dt(q), q.shape[3], v.shape[3], k.shape[2] == 1 and q.shape[2] != 1,
+                  float(n.attrs["scale"]))]
     if kind == "paged_attention":
         q, cache = group.inputs[:2]
         unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
-        return [att.define_paged(dt(q), q.shape[3], n.shape[-1], cache.shape[1], float(n.attrs["scale"]),
-                                 unpack.attrs["group"] if unpack else None, cache.shape[2])]
+        return [d(att.define_paged, dt(q), q.shape[3], n.shape[-1], cache.shape[1], float(n.attrs["scale"]),
+                  unpack.attrs["group"] if unpack else None, cache.shape[2])]
     if kind == "router":
-        return [router.define_router(router_spec(group), group.inputs[0].shape[-1], len(group.inputs) > 1, target)]
+        return [d(router.define_router, router_spec(group), group.inputs[0].shape[-1], len(group.inputs) > 1)]
     if kind == "moe_align":
         ids = n.srcs[0]
-        return [fused_moe.define_align(n.attrs["experts"], n.attrs["block"], ids.shape[1], dt(ids), target)]
+        return [d(fused_moe.define_align, n.attrs["experts"], n.attrs["block"], ids.shape[1], dt(ids))]
     if kind in ("grouped_gemm", "grouped_gemm_fp8"):
         a, _, ids, w = n.srcs[:4]
         fp8 = kind == "grouped_gemm_fp8"
         n_w = 5 if fp8 else 4
         route = n.srcs[n_w] if len(n.srcs) > n_w else None
-        return [fused_moe.define_grouped(w.shape[2], w.shape[1], ids.shape[1], n.srcs[1].attrs["block"],
-                                         n.attrs["gather"], n.attrs["swiglu"], dt(route) if route else None, dt(a),
-                                         dt(n), dt(ids), n.attrs["block"] if fp8 else None,
-                                         fp8 and n.attrs["act_quant"], target)]
+        return [d(fused_moe.define_grouped, w.shape[2], w.shape[1], ids.shape[1], n.srcs[1].attrs["block"],
+                  n.attrs["gather"], n.attrs["swiglu"], dt(route) if route else None, dt(a), dt(n), dt(ids),
+                  n.attrs["block"] if fp8 else None, fp8 and n.attrs["act_quant"])]
     if kind == "fp8_gemm":
         x, wq, _ = n.srcs
-        return [fused_moe.define_grouped(wq.shape[1], wq.shape[0], 1, 1, False, False, None, dt(x), dt(n), "int32",
-                                         n.attrs["block"], n.attrs["act_quant"], target)]
+        return [d(fused_moe.define_grouped, wq.shape[1], wq.shape[0], 1, 1, False, False, None, dt(x), dt(n), "int32",
+                  n.attrs["block"], n.attrs["act_quant"])]
     if kind == "moe_combine":
         y, _, ids = n.srcs
-        return [fused_moe.define_combine(ids.shape[1], y.shape[1], dt(y), dt(n), target)]
+        return [d(fused_moe.define_combine, ids.shape[1], y.shape[1], dt(y), dt(n))]
     if kind == "moe_experts":
         x, ids, w, gate, up, down = n.srcs
         e, inter, hidden = gate.shape
-        return [fused_moe.define_align(e, EXPERT_BLOCK, ids.shape[1], dt(ids), target),
-                fused_moe.define_grouped(hidden, 2 * inter, ids.shape[1], EXPERT_BLOCK, True, True, None, dt(x),
-                                         dt(x), dt(ids), None, False, target),
-                fused_moe.define_grouped(inter, hidden, ids.shape[1], EXPERT_BLOCK, False, False, dt(w), dt(x),
-                                         "float32", dt(ids), None, False, target),
-                fused_moe.define_combine(ids.shape[1], hidden, "float32", dt(x), target)]
+        return [d(fused_moe.define_align, e, EXPERT_BLOCK, ids.shape[1], dt(ids)),
+                d(fused_moe.define_grouped, hidden, 2 * inter, ids.shape[1], EXPERT_BLOCK, True, True, None, dt(x),
+                  dt(x), dt(ids), None, False),
+                d(fused_moe.define_grouped, inter, hidden, ids.shape[1], EXPERT_BLOCK, False, False, dt(w), dt(x),
+                  "float32", dt(ids), None, False),
+                d(fused_moe.define_combine, ids.shape[1], hidden, "float32", dt(x))]
     raise DscError(f"the tvm backend has no kernel for group {kind!r} ({n.op})")
 
 

@@ -121,9 +121,10 @@ def route(logits: torch.Tensor, bias: torch.Tensor | None, spec: RouterSpec,
     fn = compiled(define_router, spec, e, bias is not None)
     width = spec.top_k + spec.extra
     ids, w = out if out is not None else (None, None)
-    ids = ids if ids is not None and ids.is_contiguous() else torch.empty(n, width, dtype=torch.int64)
-    w = w if w is not None and w.is_contiguous() else torch.empty(n, width, dtype=torch.float32)
+    device = logits.device
+    ids = ids if ids is not None and ids.is_contiguous() else torch.empty(n, width, dtype=torch.int64, device=device)
+    w = w if w is not None and w.is_contiguous() else torch.empty(n, width, dtype=torch.float32, device=device)
     if n:
-        fn(logits.float().contiguous(), (bias if bias is not None else torch.zeros(e)).float().contiguous(),
-                      ids, w)
+        bias = bias if bias is not None else torch.zeros(e, device=device)
+        fn(logits.float().contiguous(), bias.float().contiguous(), ids, w)
     return ids, w

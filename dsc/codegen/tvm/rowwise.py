@@ -21,7 +21,7 @@ import torch
 from dsc.codegen.paged import check_room
 from dsc.codegen.schedule import Group
 from dsc.codegen.tvm import fp8
-from dsc.codegen.tvm.build import KernelDef, bf16_bits, build, compiled, loop_kinds, require_tvm, store_as
+from dsc.codegen.tvm.build import KernelDef, artifact, bf16_bits, build, compiled, loop_kinds, require_tvm, store_as
 from dsc.errors import DscError
 from dsc.ir.interpreter import concrete
 from dsc.ir.node import Node
@@ -42,6 +42,13 @@ class _Expr:
         self.tables: list[tuple[Node, object]] = []  # rope nodes and their frequency placeholders
         self.memo: dict[int, object] = {}
         self.stages: list[str] = []  # reduction stages, scheduled beside the output
+        # the kernel's arguments in the canonical order (row_operands), which a launcher
+        # without TVM derives from the group alone
+        loads, ropes = row_operands(group)
+        for n in loads:
+            self.placeholder(n)
+        for n in ropes:
+            self.tables.append((n, self.te.placeholder([n.shape[-1] // 2], "float32", name=f"freq{len(self.tables)}")))
 
     def dim(self, d):
         """A TVM extent for an IR dim: ints stay ints; a symbol, or a compound of symbols
@@ -177,8 +184,7 @@ class _Expr:
     def rope(self, n: Node, x):
         tir, te = self.tvm.tirx, self.te
         half = n.shape[-1] // 2
-        freq = te.placeholder([half], "float32", name=f"freq{len(self.tables)}")
-        self.tables.append((n, freq))
+        freq = next(f for m, f in self.tables if m is n)
         pos = self.placeholder(n.srcs[1])
         _, mscale = rope_tables(n.shape[-1], n.attrs)
         interleave = n.attrs["interleave"]
@@ -192,6 +198,42 @@ class _Expr:
             cos, sin = te.cos(angle) * mscale, te.sin(angle) * mscale
             return self.round(tir.Select(c < half, x1 * cos - x2 * sin, x2 * cos + x1 * sin), n.dtype.name)
         return rotate
+
+
+def value_node(group: Group) -> Node:
+    """The value a row group computes: paged_append's new rows, else the root."""
+    return group.root.srcs[3] if group.root.op == "paged_append" else group.root
+
+
+def row_operands(group: Group) -> tuple[list[Node], list[Node]]:
+    """(loads, rope nodes) of a row group's kernel, in argument order: the group inputs
+    its value reads, in group.inputs order, then one frequency table per RoPE node, in
+    group.nodes order. Derived from the IR alone."""
+    inside = {id(n) for n in group.nodes}
+    v = value_node(group)
+    reach, stack = set(), [v] if id(v) in inside else []
+    while stack:
+        n = stack.pop()
+        if id(n) in reach:
+            continue
+        reach.add(id(n))
+        stack.extend(s for s in n.srcs if id(s) in inside)
+    read = {id(s) for n in group.nodes if id(n) in reach for s in n.srcs}
+    loads = [s for s in group.inputs if id(s) in read and id(s) not in inside]
+    return loads, [n for n in group.nodes if id(n) in reach and n.op == "rope"]
+
+
+def rows_key(group: Group) -> str:
+    """A stable name of a row group's kernel across processes (the artifact manifest's
+    key): every fused node's op, attributes and type, and where each operand comes from."""
+    import hashlib
+
+    pos = {id(n): f"r{i}" for i, n in enumerate(group.nodes)}
+    pos.update({id(n): f"i{i}" for i, n in enumerate(group.inputs)})
+    text = ";".join(f"{n.op}{sorted(n.attrs.items())}{n.type}({','.join(pos[id(s)] for s in n.srcs)})"
+                    for n in group.nodes)
+    text += "|" + ";".join(str(n.type) for n in group.inputs)
+    return "define_rows[" + hashlib.sha256(text.encode()).hexdigest()[:16] + "]"
 
 
 def define_rows(group: Group) -> tuple[KernelDef | None, _Expr]:
@@ -210,6 +252,8 @@ def define_rows(group: Group) -> tuple[KernelDef | None, _Expr]:
     else:
         fn = e.value(v, v.type.rank)
         out = e.te.compute(shape, lambda *idx: store_as(fn(tuple(idx)), TVM_DTYPES[v.dtype.name]), name="out")
+    if [n for n, _ in e.loads] != row_operands(group)[0]:
+        raise DscError(f"{group}: the row kernel read an operand row_operands does not list")
     args = [p for _, p in e.loads] + [f for _, f in e.tables] + [out]
     stages = e.stages + ["out"]
 
@@ -218,8 +262,7 @@ def define_rows(group: Group) -> tuple[KernelDef | None, _Expr]:
             loops = sch.get_loops(sch.get_sblock(name))
             if len(loops) > 1:
                 sch.parallel(loops[0])
-    return KernelDef("row_" + "_".join(n.op for n in reversed(group.nodes)), e.te.create_prim_func(args),
-                     schedule), e
+    return KernelDef.from_te("row_" + "_".join(n.op for n in reversed(group.nodes)), args, schedule), e
 
 
 def define_scatter(dtype: str, width: int, page: int, target: str = "llvm") -> KernelDef:
@@ -252,16 +295,23 @@ class RowKernel:
     def __init__(self, group: Group):
         if group.kind not in ("rowwise", "paged_gather", "paged_append"):
             raise DscError(f"tvm row kernels do not cover group {group.kind!r}")
-        root = self.value_node = group.root
+        root = group.root
+        self.value_node = value_node(group)
         self.scatter = None
         if root.op == "paged_append":
             cache = root.srcs[0]
-            self.value_node = root.srcs[3]
             self.scatter = compiled(define_scatter, TVM_DTYPES[cache.dtype.name], cache.shape[2], cache.shape[1])
-        defn, e = define_rows(group)
-        self.group, self.loads, self.tables = group, e.loads, e.tables
-        self.rope = [rope_tables(n.shape[-1], n.attrs)[0] for n, _ in e.tables]
-        self.fn = build(defn.cpu_module(), defn.name) if defn is not None else None
+        self.group = group
+        loads, ropes = row_operands(group)
+        self.loads = loads
+        self.rope = [rope_tables(n.shape[-1], n.attrs)[0] for n in ropes]
+        self._rope_on: dict = {}  # the tables moved to each device once
+        self.fn = None
+        if id(self.value_node) in {id(n) for n in group.nodes}:
+            self.fn = artifact(rows_key(group))
+            if self.fn is None:
+                defn = define_rows(group)[0]
+                self.fn = build(defn.cpu_module(), defn.name)
 
     def __call__(self, values: dict, env: dict, out: torch.Tensor | None = None) -> torch.Tensor:
         v = self.value_node
@@ -271,8 +321,11 @@ class RowKernel:
             shape = [concrete(d, env) for d in v.shape]
             dtype = to_torch(v.dtype)
             into = out if self.scatter is None and out is not None and out.is_contiguous() else None
-            rows = into if into is not None else torch.empty(shape, dtype=dtype)
-            args = [values[id(n)].contiguous() for n, _ in self.loads] + [f.contiguous() for f in self.rope]
+            device = values[id(self.group.inputs[0])].device
+            rows = into if into is not None else torch.empty(shape, dtype=dtype, device=device)
+            if device not in self._rope_on:
+                self._rope_on[device] = [f.to(device).contiguous() for f in self.rope]
+            args = [values[id(n)].contiguous() for n in self.loads] + self._rope_on[device]
             if rows.numel():
                 self.fn(*args, rows)
         if self.scatter is None:
