@@ -14,7 +14,7 @@ from dsc.ir.opdef import get_op
 from dsc.ir.ops.fp8 import packed_width
 from dsc.runtime import make_runner
 from strategies import seeds
-from backend_kernels import Kernels
+from backend_kernels import backend_kernels
 from util import BF16_TOL, COMPILED_BACKENDS, F32_TOL, assert_close
 
 
@@ -37,7 +37,7 @@ def test_fp8_linear_matches_the_reference(backend, seed, m, n, k, block, act_qua
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn(m, k, generator=g) * torch.rand(m, 1, generator=g) * 4).to(dtype)
     wq, ws = fp8_weight(g, n, k, block=block)
-    out = Kernels(backend).fp8_linear(x, wq, ws, act_quant=act_quant, block=block)
+    out = backend_kernels(backend).fp8_linear(x, wq, ws, act_quant=act_quant, block=block)
     want = ref("fp8_linear", x, wq, ws, act_quant=act_quant, block=block)
     # the same quantization (bit-exact e4m3 rounding, also under the interpreter); only the
     # float32 summation order differs
@@ -59,11 +59,13 @@ def test_grouped_fp8_gemms_match_the_reference(backend, seed, n, experts, k, act
     slots = ref("moe_align", ids, experts=experts, block=16)
     tol = F32_TOL if dtype == torch.float32 else BF16_TOL
     h_ref = ref("grouped_gemm_fp8", x, slots, ids, w13, s13, gather=True, swiglu=True, act_quant=act_quant)
-    kernels = Kernels(backend)
-    h = kernels.grouped(x, slots, ids, w13, None, gather=True, swiglu=True, scales=s13, act_quant=act_quant)
+    kernels = backend_kernels(backend)
+    h = kernels.grouped_gemm(x, slots, ids, w13, None, block=16, gather=True, swiglu=True, scales=s13,
+                             act_quant=act_quant)
     assert_close(h.float(), h_ref.float(), tol, "gate+up")
     y_ref = ref("grouped_gemm_fp8", h_ref, slots, ids, w2, s2, route, gather=False, act_quant=act_quant)
-    y = kernels.grouped(h_ref, slots, ids, w2, route, gather=False, swiglu=False, scales=s2, act_quant=act_quant)
+    y = kernels.grouped_gemm(h_ref, slots, ids, w2, route, block=16, gather=False, swiglu=False, scales=s2,
+                             act_quant=act_quant)
     assert_close(y, y_ref, tol, "down")
 
 

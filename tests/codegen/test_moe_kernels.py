@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from dsc.codegen.router_spec import RouterSpec
 from dsc.ir.opdef import get_op
 from strategies import configs, seeds
-from backend_kernels import Kernels
+from backend_kernels import backend_kernels
 from util import BF16_TOL, COMPILED_BACKENDS, F32_TOL, assert_close
 
 
@@ -30,7 +30,7 @@ def test_router_matches_the_reference_chain(backend, cfg, seed, tokens, extra):
     spec = RouterSpec(func=cfg.scoring_func, method=cfg.topk_method, top_k=cfg.num_experts_per_tok,
                              n_group=cfg.n_group, topk_group=cfg.topk_group, normalize=cfg.norm_topk_prob,
                              eps=1e-20, scale=cfg.routed_scaling_factor, extra=extra, extra_start=e, extra_w=1.0)
-    ids, w = Kernels(backend).route(logits, bias, spec)
+    ids, w = backend_kernels(backend).route(logits, bias, spec)
 
     scores = ref("router_scores", logits, func=cfg.scoring_func)
     sel = ref("select_experts", scores, *([bias] if bias is not None else []), method=cfg.topk_method,
@@ -67,7 +67,7 @@ def routings(draw):
 @given(routing=routings(), block=st.sampled_from([1, 4, 16]))
 def test_alignment_is_the_reference_layout(backend, routing, block):
     ids, experts = routing
-    got = Kernels(backend).align(ids, experts, block)
+    got = backend_kernels(backend).align(ids, experts, block)
     assert torch.equal(got, ref("moe_align", ids, experts=experts, block=block))
 
 
@@ -85,12 +85,12 @@ def test_grouped_gemms_and_combine_match_the_reference(backend, routing, seed, h
     slots = ref("moe_align", ids, experts=experts, block=16)
 
     h_ref = ref("grouped_gemm", x, slots, ids, w13, gather=True, swiglu=True)
-    kernels = Kernels(backend)
-    h = kernels.grouped(x, slots, ids, w13, None, gather=True, swiglu=True)
+    kernels = backend_kernels(backend)
+    h = kernels.grouped_gemm(x, slots, ids, w13, None, block=16, gather=True, swiglu=True)
     tol = F32_TOL if dtype == torch.float32 else BF16_TOL
     assert_close(h.float(), h_ref.float(), tol, "gate+up with SiLU")
     y_ref = ref("grouped_gemm", h_ref, slots, ids, w2, route, gather=False)
-    y = kernels.grouped(h_ref, slots, ids, w2, route, gather=False, swiglu=False)
+    y = kernels.grouped_gemm(h_ref, slots, ids, w2, route, block=16, gather=False, swiglu=False)
     assert y.dtype == torch.float32
     assert_close(y, y_ref, tol, "down with routing weights")
     padding = slots >= n * k

@@ -5,92 +5,54 @@ tensors by node id, the call's symbol bindings and a planned output buffer."""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
+from dsc.codegen.lowering import EXPERT_BLOCK, KINDS, Launcher
+from dsc.codegen.lowering import lower as lower_with
 from dsc.codegen.router_spec import router_spec
 from dsc.codegen.schedule import Group
 from dsc.codegen.tvm import attention, fused_moe, gemm, router
 from dsc.codegen.tvm.rowwise import RowKernel
 from dsc.errors import DscError
-from dsc.ir.types import to_torch
 
-Launcher = Callable[..., torch.Tensor]
-KINDS = frozenset({"view", "dispatch", "rowwise", "paged_append", "paged_gather", "gemm", "attention",
-                   "paged_attention", "router", "moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine",
-                   "moe_experts", "fp8_gemm"})
-EXPERT_BLOCK = 16  # rows per expert block for an unfused moe_experts (as the triton backend)
+__all__ = ["KINDS", "KERNELS", "lower", "kernel_defs"]
+
+class TvmKernels:
+    """The tvm backend's kernels behind dsc.codegen.lowering's calling convention."""
+
+    name = "tvm"
+    rows = staticmethod(RowKernel)
+    linear = staticmethod(gemm.linear)
+    einsum = staticmethod(gemm.einsum)
+    route = staticmethod(router.route)
+    align = staticmethod(fused_moe.align)
+    grouped_gemm = staticmethod(fused_moe.grouped_gemm)
+    fp8_linear = staticmethod(fused_moe.fp8_linear)
+    combine = staticmethod(fused_moe.combine)
+
+    @staticmethod
+    def attention(q, k, v, lengths, scale, out=None):
+        return attention.attention(q, k, v, lengths, scale, out=out)[0]
+
+    @staticmethod
+    def paged_attention(q, cache, table, lengths, scale, v_dim, len_offset, out=None, fp8_group=None):
+        return attention.paged_mla_attention(q, cache, table, lengths, scale, v_dim, len_offset=len_offset, out=out,
+                                             fp8_group=fp8_group)[0]
+
+    @staticmethod
+    def experts(x, ids, w, gate, up, down, block, out=None):
+        slots = fused_moe.align(ids, gate.shape[0], block)
+        gate_up = torch.cat([gate, up], dim=1)  # an unfused layer: fuse_experts does this once, at load
+        h = fused_moe.grouped_gemm(x, slots, ids, gate_up, None, gather=True, swiglu=True, block=block)
+        y = fused_moe.grouped_gemm(h, slots, ids, down, w, gather=False, swiglu=False, block=block)
+        return fused_moe.combine(y, slots, ids, x.dtype, out=out)
+
+
+KERNELS = TvmKernels()
 
 
 def lower(group: Group) -> Launcher:
-    kind, n = group.kind, group.root
-    if kind in ("rowwise", "paged_append", "paged_gather"):
-        return RowKernel(group)
-    if kind == "gemm":
-        if n.op == "linear":
-            return lambda v, env, out=None: gemm.linear(v[id(n.srcs[0])], v[id(n.srcs[1])], out=out)
-        if len(n.srcs) != 2:
-            raise DscError(f"einsum {n.attrs['spec']!r}: only two-operand contractions have a GEMM form")
-        return lambda v, env, out=None: gemm.einsum(n.attrs["spec"], v[id(n.srcs[0])], v[id(n.srcs[1])], out=out)
-    if kind == "attention":
-        def run(v, env, out=None):
-            q, k, val, lens = (v[id(s)] for s in group.inputs)
-            return attention.attention(q, k, val, lens, n.attrs["scale"], out=out)[0]
-        return run
-    if kind == "paged_attention":
-        dv = n.shape[-1]
-        unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
-        if unpack is not None and unpack.attrs["rank"] != dv:
-            raise DscError(f"paged attention over an FP8 cache reads V as the rank {unpack.attrs['rank']} latent, "
-                           f"got a V of width {dv}")
-
-        def run(v, env, out=None):
-            q, cache, table, lens = (v[id(s)] for s in group.inputs)
-            return attention.paged_mla_attention(q, cache, table, lens, n.attrs["scale"], dv, len_offset=q.shape[1],
-                                                 out=out, fp8_group=unpack.attrs["group"] if unpack else None)[0]
-        return run
-    if kind == "router":
-        spec = router_spec(group)
-
-        def run(v, env, out=None):
-            bias = v[id(group.inputs[1])] if len(group.inputs) > 1 else None
-            return router.route(v[id(group.inputs[0])], bias, spec, out=out)
-        return run
-    if kind == "moe_align":
-        return lambda v, env, out=None: fused_moe.align(v[id(n.srcs[0])], n.attrs["experts"], n.attrs["block"], out=out)
-    if kind in ("grouped_gemm", "grouped_gemm_fp8"):
-        if n.srcs[1].op != "moe_align":
-            raise DscError(f"{n.op}: its row layout must come from moe_align (the block size)")
-        block = n.srcs[1].attrs["block"]
-        fp8 = kind == "grouped_gemm_fp8"
-        n_w = 5 if fp8 else 4
-
-        def run(v, env, out=None):
-            a, slots, ids, w = (v[id(s)] for s in n.srcs[:4])
-            route = v[id(n.srcs[n_w])] if len(n.srcs) > n_w else None
-            return fused_moe.grouped_gemm(a, slots, ids, w, route, gather=n.attrs["gather"], swiglu=n.attrs["swiglu"],
-                                          block=block, scales=v[id(n.srcs[4])] if fp8 else None,
-                                          act_quant=fp8 and n.attrs["act_quant"],
-                                          scale_block=n.attrs.get("block", 128), out=out)
-        return run
-    if kind == "fp8_gemm":
-        return lambda v, env, out=None: fused_moe.fp8_linear(*(v[id(s)] for s in n.srcs),
-                                                             act_quant=n.attrs["act_quant"], block=n.attrs["block"],
-                                                             out=out)
-    if kind == "moe_combine":
-        return lambda v, env, out=None: fused_moe.combine(*(v[id(s)] for s in n.srcs), to_torch(n.type.dtype),
-                                                          out=out)
-    if kind == "moe_experts":
-        def run(v, env, out=None):
-            x, ids, w, gate, up, down = (v[id(s)] for s in n.srcs)
-            slots = fused_moe.align(ids, gate.shape[0], EXPERT_BLOCK)
-            gate_up = torch.cat([gate, up], dim=1)  # an unfused layer: fuse_experts does this once, at load
-            h = fused_moe.grouped_gemm(x, slots, ids, gate_up, None, gather=True, swiglu=True, block=EXPERT_BLOCK)
-            y = fused_moe.grouped_gemm(h, slots, ids, down, w, gather=False, swiglu=False, block=EXPERT_BLOCK)
-            return fused_moe.combine(y, slots, ids, x.dtype, out=out)
-        return run
-    raise DscError(f"the tvm backend has no kernel for group {kind!r} ({n.op})")
+    return lower_with(group, KERNELS)
 
 
 def kernel_defs(group: Group, target: str = "llvm") -> list[tuple[str, object]]:

@@ -1,0 +1,114 @@
+"""Kernel groups -> launchers, for any backend: which tensors and attributes each group
+kind hands to which kernel. A backend supplies its kernels behind one calling
+convention (a Kernels object: triton/lower.py, tvm/lower.py); the argument plumbing
+lives here once.
+
+A launcher is launch(values, env, out=None): values are the tensors by node id, env the
+call's symbol bindings, out the planned output buffer (a tuple for multi-output groups).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+
+from dsc.codegen.router_spec import router_spec
+from dsc.codegen.schedule import Group
+from dsc.errors import DscError
+from dsc.ir.types import to_torch
+
+Launcher = Callable[..., torch.Tensor]
+KINDS = frozenset({"view", "dispatch", "rowwise", "paged_append", "paged_gather", "gemm", "attention",
+                   "paged_attention", "router", "moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine",
+                   "moe_experts", "fp8_gemm"})
+EXPERT_BLOCK = 16  # rows per expert block for an unfused moe_experts (fuse_experts' choice)
+
+
+class Kernels(Protocol):
+    """One backend's kernels. Weights of grouped GEMMs are [E, N, K] with, under swiglu,
+    the gate rows first and the up rows after them (fuse_experts' layout)."""
+
+    name: str
+
+    def rows(self, group: Group) -> Launcher: ...  # rowwise, paged_append, paged_gather
+
+    def linear(self, x, w, out=None): ...
+
+    def einsum(self, spec, x, y, out=None): ...
+
+    def attention(self, q, k, v, lengths, scale, out=None): ...  # the IR's attention op: the output
+
+    def paged_attention(self, q, cache, table, lengths, scale, v_dim, len_offset, out=None, fp8_group=None): ...
+
+    def route(self, logits, bias, spec, out=None): ...
+
+    def align(self, ids, experts, block, out=None): ...
+
+    def grouped_gemm(self, a, slots, ids, w, route, *, gather, swiglu, block, scales=None, act_quant=False,
+                     scale_block=128, out=None): ...
+
+    def fp8_linear(self, x, wq, ws, *, act_quant, block, out=None): ...
+
+    def combine(self, y, slots, ids, dtype, out=None): ...
+
+    def experts(self, x, ids, w, gate, up, down, block, out=None): ...  # an unfused moe_experts
+
+
+def lower(group: Group, k: Kernels) -> Launcher:
+    kind, n = group.kind, group.root
+    srcs = lambda v: [v[id(s)] for s in n.srcs]  # noqa: E731
+    if kind in ("rowwise", "paged_append", "paged_gather"):
+        return k.rows(group)
+    if kind == "gemm":
+        if n.op == "linear":
+            return lambda v, env, out=None: k.linear(*srcs(v), out=out)
+        if len(n.srcs) != 2:
+            raise DscError(f"einsum {n.attrs['spec']!r}: only two-operand contractions have a GEMM form")
+        return lambda v, env, out=None: k.einsum(n.attrs["spec"], *srcs(v), out=out)
+    if kind == "attention":
+        return lambda v, env, out=None: k.attention(*(v[id(s)] for s in group.inputs), n.attrs["scale"], out=out)
+    if kind == "paged_attention":
+        dv = n.shape[-1]
+        unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
+        if unpack is not None and unpack.attrs["rank"] != dv:
+            raise DscError(f"paged attention over an FP8 cache reads V as the rank {unpack.attrs['rank']} latent, "
+                           f"got a V of width {dv}")
+
+        def run(v, env, out=None):
+            q, cache, table, lens = (v[id(s)] for s in group.inputs)
+            return k.paged_attention(q, cache, table, lens, n.attrs["scale"], dv, q.shape[1], out=out,
+                                     fp8_group=unpack.attrs["group"] if unpack else None)
+        return run
+    if kind == "router":
+        spec = router_spec(group)
+
+        def route(v, env, out=None):
+            bias = v[id(group.inputs[1])] if len(group.inputs) > 1 else None
+            return k.route(v[id(group.inputs[0])], bias, spec, out=out)
+        return route
+    if kind == "moe_align":
+        return lambda v, env, out=None: k.align(v[id(n.srcs[0])], n.attrs["experts"], n.attrs["block"], out=out)
+    if kind in ("grouped_gemm", "grouped_gemm_fp8"):
+        if n.srcs[1].op != "moe_align":
+            raise DscError(f"{n.op}: its row layout must come from moe_align (the block size)")
+        block = n.srcs[1].attrs["block"]
+        fp8 = kind == "grouped_gemm_fp8"
+        n_w = 5 if fp8 else 4
+
+        def grouped(v, env, out=None):
+            a, slots, ids, w = (v[id(s)] for s in n.srcs[:4])
+            route = v[id(n.srcs[n_w])] if len(n.srcs) > n_w else None
+            return k.grouped_gemm(a, slots, ids, w, route, gather=n.attrs["gather"], swiglu=n.attrs["swiglu"],
+                                  block=block, scales=v[id(n.srcs[4])] if fp8 else None,
+                                  act_quant=fp8 and n.attrs["act_quant"], scale_block=n.attrs.get("block", 128),
+                                  out=out)
+        return grouped
+    if kind == "fp8_gemm":
+        return lambda v, env, out=None: k.fp8_linear(*srcs(v), act_quant=n.attrs["act_quant"], block=n.attrs["block"],
+                                                     out=out)
+    if kind == "moe_combine":
+        return lambda v, env, out=None: k.combine(*srcs(v), to_torch(n.type.dtype), out=out)
+    if kind == "moe_experts":
+        return lambda v, env, out=None: k.experts(*srcs(v), EXPERT_BLOCK, out=out)
+    raise DscError(f"the {k.name} backend has no kernel for group {kind!r} ({n.op})")
