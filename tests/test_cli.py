@@ -147,3 +147,12 @@ def test_console_script_is_installed():
     exe = shutil.which("dsc") or str(__import__("pathlib").Path(sys.executable).with_name("dsc"))
     r = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("dsc ")
+
+
+def test_the_tvm_backend_without_tvm_is_one_line_and_exit_2():
+    code = ("import sys; sys.modules['tvm'] = None  # as if TVM were not installed\n"
+            "from dsc.cli import main\nsys.exit(main(['run', '--backend', 'tvm']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.strip().splitlines() == ["dsc: error: backend 'tvm' needs Apache TVM: pip install 'dsc[tvm]' "
+                                             "(apache-tvm 0.27)"]

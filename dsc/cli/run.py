@@ -246,6 +246,10 @@ def run(args) -> int:
     if args.artifacts and args.backend != "tvm":
         args.backend = "tvm"  # the artifacts are the tvm backend's kernels
     artifacts = artifacts_in_use(args, device)  # checked before anything is printed
+    if args.backend == "tvm" and not args.artifacts:
+        from dsc.codegen.tvm.build import require_tvm
+
+        require_tvm()  # a missing TVM is one line too, before the report starts
     for name in ("batch", "prompt_len", "tokens"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
