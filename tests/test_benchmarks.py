@@ -11,13 +11,18 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_kernel_benchmarks_smoke(tmp_path):
-    pytest.importorskip("triton")
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "kernels.py"), "--smoke", "--out",
+def smoke_report(script: str, tmp_path, name: str) -> dict:
+    """Run benchmarks/<script> --smoke into tmp_path; its one JSON report <device>/<name>."""
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", script), "--smoke", "--out",
                         str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    (path,) = list(tmp_path.glob("*/kernels-smoke.json"))
-    report = json.loads(path.read_text())
+    (path,) = list(tmp_path.glob(f"*/{name}"))
+    return json.loads(path.read_text())
+
+
+def test_kernel_benchmarks_smoke(tmp_path):
+    pytest.importorskip("triton")
+    report = smoke_report("kernels.py", tmp_path, "kernels-smoke.json")
     kinds = {(rec["benchmark"], rec["backend"]) for rec in report["records"]}
     assert kinds == {("mla_decode", "dsc-triton"), ("mla_decode", "torch-eager"), ("fused_moe", "dsc-triton"),
                      ("fused_moe", "torch-eager")}
@@ -29,11 +34,7 @@ def test_kernel_benchmarks_smoke(tmp_path):
 def test_cpu_decode_benchmark_smoke(tmp_path):
     pytest.importorskip("tvm")
     pytest.importorskip("transformers")
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "cpu_decode.py"), "--smoke", "--out",
-                        str(tmp_path)], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    (path,) = list(tmp_path.glob("*/cpu-decode-smoke.json"))
-    report = json.loads(path.read_text())
+    report = smoke_report("cpu_decode.py", tmp_path, "cpu-decode-smoke.json")
     mla = report["mla_decode"]
     for impl in ("tvm", "reference", "hf"):
         assert mla[impl]["ms"] > 0 and mla[impl]["cache_bytes"] > 0

@@ -14,6 +14,7 @@ current stream. cuda-python (cuda.bindings) is needed only here.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 from typing import Mapping
@@ -50,7 +51,13 @@ def evaluate(expr: str, env: Mapping[str, int]) -> int:
             vals = [ev(a) for a in node.args]
             return min(vals) if node.func.id == "min" else max(vals)
         raise DscError(f"manifest expression {expr!r}: unsupported syntax {ast.dump(node)[:60]}")
-    return ev(ast.parse(expr, mode="eval"))
+    return ev(_parse(expr))
+
+
+@functools.lru_cache(maxsize=None)
+def _parse(expr: str) -> ast.Expression:
+    """A manifest expression's tree, parsed once: launches evaluate the same few on every call."""
+    return ast.parse(expr, mode="eval")
 
 
 def bind_dims(entry: dict, tensors: list[torch.Tensor]) -> dict[str, int]:

@@ -7,23 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import dsc.codegen.triton  # noqa: F401  (before triton: enables its interpreter without CUDA)
-from dsc.builders.ops import inp, op
-from dsc.ir import Graph, interpret, sym
+from dsc.ir import interpret
+from paged_reference import dense_case, dense_ir_attention, dense_lse
 from strategies import seeds
 from util import BF16_TOL, F32_TOL, assert_close
 
 triton = pytest.importorskip("triton")
 from dsc.codegen.triton.build import compile_for  # noqa: E402
 from dsc.codegen.triton.dense_attention import flash_attention, signature  # noqa: E402
-
-B, T, S = sym("B"), sym("T"), sym("S")
-
-
-def ir_attention(dk, dv, heads, hk, dt):
-    q, k, v = inp("q", [B, T, heads, dk], dt), inp("k", [B, S, hk, dk], dt), inp("v", [B, S, hk, dv], dt)
-    lens = inp("cache_seqlens", [B], "i32")
-    return Graph("attention", [q, k, v, lens], {"out": op("attention", q, k, v, lens, scale=0.25)})
-
 
 @given(seed=seeds, batch=st.integers(1, 2), tokens=st.integers(1, 40), heads=st.sampled_from([1, 2, 3]),
        shared_kv=st.booleans(), dk=st.sampled_from([8, 24, 40]), dv=st.sampled_from([8, 16, 20]),
@@ -33,18 +24,13 @@ def test_matches_the_ir_attention(seed, batch, tokens, heads, shared_kv, dk, dv,
     lens = torch.tensor(data.draw(st.lists(st.integers(0, 50), min_size=batch, max_size=batch)), dtype=torch.int32)
     s = int(lens.max()) + tokens + data.draw(st.integers(0, 9))
     hk = 1 if shared_kv else heads
-    q = torch.randn(batch, tokens, heads, dk, generator=g).to(dtype)
-    # K and V as views into one wider buffer, the way the naive branch slices kv_b_proj's output
-    kv = torch.randn(batch, s, hk, dk + dv + 3, generator=g).to(dtype)
-    k, v = kv[..., :dk], kv[..., dk + 3:]
+    q, k, v = dense_case(g, lens, tokens, s, heads, hk, dk, dv, dtype)
     dt = "f32" if dtype == torch.float32 else "bf16"
-    ref = interpret(ir_attention(dk, dv, heads, hk, dt), {"q": q, "k": k, "v": v, "cache_seqlens": lens}, {})["out"]
+    ref = interpret(dense_ir_attention(dk, dv, heads, hk, dt), {"q": q, "k": k, "v": v, "cache_seqlens": lens},
+                    {})["out"]
     out, lse = flash_attention(q, k, v, lens, 0.25, len_offset=tokens, block_m=block_m)
     assert_close(out.float(), ref.float(), F32_TOL if dtype == torch.float32 else BF16_TOL, "flash attention")
-    scores = torch.einsum("bthd,bshd->bhts", q.float(), k.float().expand(-1, -1, heads, -1)) * 0.25
-    visible = torch.arange(s)[None, None] <= (lens[:, None] + torch.arange(tokens)[None])[..., None]
-    ref_lse = scores.masked_fill(~visible[:, None], float("-inf")).logsumexp(-1)
-    assert_close(lse, ref_lse, 1e-5 if dtype == torch.float32 else 1e-3, "lse")
+    assert_close(lse, dense_lse(q, k, lens, 0.25), 1e-5 if dtype == torch.float32 else 1e-3, "lse")
 
 
 @pytest.mark.parametrize("arch", [80, 90])

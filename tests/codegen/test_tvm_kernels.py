@@ -74,28 +74,20 @@ def test_paged_attention_matches_the_ir_attention(seed, page, batch, tokens, hea
        dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
 def test_dense_attention_matches_the_ir_attention(seed, batch, tokens, heads, shared_kv, dk, dv, dtype, data):
     """The naive branch's causal attention: ragged rows, K/V strided views, one shared KV head or one per head."""
-    from dsc.builders.ops import inp, op
     from dsc.codegen.tvm.attention import attention
-    from dsc.ir import Graph, sym
+    from paged_reference import dense_case, dense_ir_attention, dense_lse
 
     g = torch.Generator().manual_seed(seed)
     lens = torch.tensor(data.draw(st.lists(st.integers(0, 30), min_size=batch, max_size=batch)), dtype=torch.int32)
     s = int(lens.max()) + tokens + data.draw(st.integers(0, 5))
     hk = 1 if shared_kv else heads
-    q = torch.randn(batch, tokens, heads, dk, generator=g).to(dtype)
-    kv = torch.randn(batch, s, hk, dk + dv + 3, generator=g).to(dtype)
-    k, v = kv[..., :dk], kv[..., dk + 3:]
+    q, k, v = dense_case(g, lens, tokens, s, heads, hk, dk, dv, dtype)
     dt = "f32" if dtype == torch.float32 else "bf16"
-    B, T, S = sym("B"), sym("T"), sym("S")
-    qi, ki, vi = inp("q", [B, T, heads, dk], dt), inp("k", [B, S, hk, dk], dt), inp("v", [B, S, hk, dv], dt)
-    li = inp("cache_seqlens", [B], "i32")
-    graph = Graph("attention", [qi, ki, vi, li], {"out": op("attention", qi, ki, vi, li, scale=0.25)})
-    want = interpret(graph, {"q": q, "k": k, "v": v, "cache_seqlens": lens}, {})["out"]
+    want = interpret(dense_ir_attention(dk, dv, heads, hk, dt), {"q": q, "k": k, "v": v, "cache_seqlens": lens},
+                     {})["out"]
     out, lse = attention(q, k, v, lens, 0.25)
     assert_close(out.float(), want.float(), F32_TOL if dtype == torch.float32 else BF16_TOL, "tvm attention")
-    scores = torch.einsum("bthd,bshd->bhts", q.float(), k.float().expand(-1, -1, heads, -1)) * 0.25
-    visible = torch.arange(s)[None, None] <= (lens[:, None] + torch.arange(tokens)[None])[..., None]
-    assert_close(lse, scores.masked_fill(~visible[:, None], float("-inf")).logsumexp(-1), 1e-5, "lse")
+    assert_close(lse, dense_lse(q, k, lens, 0.25), 1e-5, "lse")
 
 
 def test_the_tvm_backend_without_tvm_is_a_clear_error(monkeypatch):

@@ -60,14 +60,20 @@ def test_moe_matches_eager(backend, cfg, seed, passes, tokens):
     assert_close(moe(x), eager_moe(cfg, sd, x), F32_TOL, f"MoE ({passes})")
 
 
+def reference_and(backend: str, cls, cfg, layer: str, seed: int, **kwargs):
+    """(the reference backend's module, the backend's), both loaded with one checkpoint."""
+    sd = random_checkpoint(cfg, layer, seed=seed)
+    modules = [cls(cfg, backend=b, **kwargs) for b in ("reference", backend)]
+    for m in modules:
+        m.load_state_dict(sd)
+    return modules
+
+
 @pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @pytest.mark.parametrize("passes", ["default", "none"])
 def test_bf16_moe_matches_the_reference_backend(backend, passes):
     cfg = Config.preset("tiny-v3")
-    sd = random_checkpoint(cfg, "moe", seed=5)
-    ref, tri = (MoE(cfg, backend=b, passes=passes, dtype=torch.bfloat16) for b in ("reference", backend))
-    ref.load_state_dict(sd)
-    tri.load_state_dict(sd)
+    ref, tri = reference_and(backend, MoE, cfg, "moe", 5, passes=passes, dtype=torch.bfloat16)
     x = torch.randn(2, 9, cfg.hidden_size, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
     assert_close(tri(x).float(), ref(x).float(), 4e-3, "bf16 MoE")
 
@@ -76,10 +82,7 @@ def test_bf16_moe_matches_the_reference_backend(backend, passes):
 @pytest.mark.parametrize("passes", ["default", "none"])
 def test_bf16_matches_the_reference_backend(backend, passes):
     cfg = Config.preset("tiny-v3")
-    sd = random_checkpoint(cfg, "mla", seed=4)
-    ref, tri = (MLA(cfg, backend=b, passes=passes, dtype=torch.bfloat16) for b in ("reference", backend))
-    ref.load_state_dict(sd)
-    tri.load_state_dict(sd)
+    ref, tri = reference_and(backend, MLA, cfg, "mla", 4, passes=passes, dtype=torch.bfloat16)
     c_ref, c_tri = ref.new_cache(2, 8), tri.new_cache(2, 8)
     gen = torch.Generator().manual_seed(4)
     for t in (5, 1):

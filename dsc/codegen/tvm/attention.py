@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.tvm import fp8
-from dsc.codegen.tvm.build import KernelDef, compiled, require_tvm, store_as
+from dsc.codegen.tvm.build import KernelDef, compiled, deliver, output_buffer, require_tvm, store_as
 from dsc.codegen.tvm.gemm import TVM_OF_TORCH
 
 def _softmax_stages(te, tir, q, key, value, total, shape, s_len, dk: int, dv: int, scale: float, dt: str):
@@ -122,17 +122,6 @@ def define_dense(dt: str, dk: int, dv: int, shared_kv: bool, scale: float) -> Ke
                              [q, k, v, total, out, lse], lambda sch: _cpu_schedule(sch, dk))
 
 
-def _result(out, shape, dtype, device):
-    return out if out is not None and out.is_contiguous() else torch.empty(shape, dtype=dtype, device=device)
-
-
-def _finish(out, result, lse):
-    if out is not None and result is not out:
-        out.copy_(result)
-        return out, lse
-    return result, lse
-
-
 def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch.Tensor, lengths: torch.Tensor,
                         scale: float, v_dim: int, *, len_offset: int = 0, out: torch.Tensor | None = None,
                         fp8_group: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,11 +134,11 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
     fn = compiled(define_paged, TVM_OF_TORCH[q.dtype], dk, v_dim, cache.shape[1], float(scale), fp8_group,
                   cache.shape[2])
     total = (lengths.to(torch.int32) + len_offset).contiguous()
-    result = _result(out, (batch, tokens, heads, v_dim), q.dtype, q.device)
+    result = output_buffer(out, (batch, tokens, heads, v_dim), q.dtype, q.device)
     lse = torch.empty(batch, heads, tokens, dtype=torch.float32, device=q.device)
     if result.numel():
         fn(q.contiguous(), cache.contiguous(), block_table.to(torch.int32).contiguous(), total, result, lse)
-    return _finish(out, result, lse)
+    return deliver(result, out), lse
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, scale: float, *,
@@ -159,8 +148,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.
     batch, tokens, heads, dk = q.shape
     fn = compiled(define_dense, TVM_OF_TORCH[q.dtype], dk, v.shape[3], k.shape[2] == 1 and heads != 1, float(scale))
     total = (lengths.to(torch.int32) + tokens).contiguous()
-    result = _result(out, (batch, tokens, heads, v.shape[3]), q.dtype, q.device)
+    result = output_buffer(out, (batch, tokens, heads, v.shape[3]), q.dtype, q.device)
     lse = torch.empty(batch, heads, tokens, dtype=torch.float32, device=q.device)
     if result.numel():
         fn(q.contiguous(), k.contiguous(), v.contiguous(), total, result, lse)
-    return _finish(out, result, lse)
+    return deliver(result, out), lse

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Callable
 
+import torch
+
 from dsc.errors import DscError
 from dsc.runtime.cache import KernelCache, cache_key
 from dsc.runtime.device import library_versions
@@ -51,6 +53,20 @@ def store_as(x, dtype: str):
     if dtype == "bfloat16":
         x = require_tvm().tirx.reinterpret("float32", bf16_bits(x))
     return x.astype(dtype)
+
+
+def output_buffer(out: torch.Tensor | None, shape, dtype: torch.dtype, device) -> torch.Tensor:
+    """Where a kernel writes: the planned buffer when it is compact (the compiled
+    functions take compact tensors only), else a fresh one (see deliver)."""
+    return out if out is not None and out.is_contiguous() else torch.empty(shape, dtype=dtype, device=device)
+
+
+def deliver(result: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    """The kernel's result in the planned buffer, copied there if it was written elsewhere."""
+    if out is not None and result is not out:
+        out.copy_(result)
+        return out
+    return result
 
 
 def llvm_target():
@@ -124,7 +140,7 @@ def loop_kinds(target: str) -> SimpleNamespace:
     return SimpleNamespace(par=T.parallel, one=lambda: T.serial(1), vec=T.vectorized)
 
 
-_COMPILED: dict[tuple, object] = {}
+_COMPILED: dict[str, object] = {}  # llvm builds by kernel_key
 _ARTIFACTS: list = []  # the active dsc.runtime.nvrtc.Artifacts, if any
 
 
@@ -162,10 +178,10 @@ class use_artifacts:
 def compiled(define: Callable[..., KernelDef], *args):
     """define(*args) ready to call: from the active artifacts, else the llvm build, made
     once per process (and once per machine: the cache)."""
-    found = artifact(kernel_key(define, args))
+    key = kernel_key(define, args)
+    found = artifact(key)
     if found is not None:
         return found
-    key = (define.__module__, define.__qualname__, args)
     if key not in _COMPILED:
         defn = define(*args)
         _COMPILED[key] = build(defn.cpu_module(), defn.name)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.tvm import fp8
-from dsc.codegen.tvm.build import KernelDef, compiled, loop_kinds, require_tvm, store_as
+from dsc.codegen.tvm.build import KernelDef, compiled, deliver, loop_kinds, output_buffer, require_tvm, store_as
 from dsc.codegen.tvm.gemm import TVM_OF_TORCH
 
 TVM_INT = {torch.int32: "int32", torch.int64: "int64"}
@@ -68,12 +68,9 @@ def align(ids: torch.Tensor, experts: int, block: int, out: torch.Tensor | None 
     n, k = ids.shape
     fn = compiled(define_align, experts, block, k, TVM_INT[ids.dtype])
     rows = n * k + experts * (block - 1)
-    result = out if out is not None and out.is_contiguous() else torch.empty(rows, dtype=torch.int32, device=ids.device)
+    result = output_buffer(out, rows, torch.int32, ids.device)
     fn(ids.contiguous(), result)
-    if out is not None and result is not out:
-        out.copy_(result)
-        return out
-    return result
+    return deliver(result, out)
 
 
 def define_grouped(kd: int, nw: int, topk: int, block: int, gather: bool, swiglu: bool, route_dt: str | None,
@@ -207,17 +204,13 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     fn = compiled(define_grouped, kd, nw, topk, block, gather, swiglu, route_dt, act_dt, TVM_OF_TORCH[out_dtype],
                   TVM_INT[ids.dtype], scale_block if fp8_w else None, fp8_w and act_quant)
     width = nw // 2 if swiglu else nw
-    result = out if out is not None and out.is_contiguous() else torch.empty(rows, width, dtype=out_dtype,
-                                                                              device=a.device)
+    result = output_buffer(out, (rows, width), out_dtype, a.device)
     wq = w.contiguous().view(torch.uint8) if fp8_w else w.contiguous()
     ws = scales.contiguous() if fp8_w else torch.zeros(experts, nw, 1, device=a.device)
     route = route_w.contiguous() if route_w is not None else torch.zeros(n_tok, topk, device=a.device)
     if rows and width:
         fn(a.contiguous(), sorted_slots.contiguous(), ids.contiguous(), wq, ws, route, result)
-    if out is not None and result is not out:
-        out.copy_(result)
-        return out
-    return result
+    return deliver(result, out)
 
 
 def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant: bool, block: int,
@@ -271,11 +264,8 @@ def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtyp
     n_tok, topk = ids.shape
     width = y.shape[1]
     fn = compiled(define_combine, topk, width, TVM_OF_TORCH[y.dtype], TVM_OF_TORCH[dtype])
-    result = out if out is not None and out.is_contiguous() else torch.empty(n_tok, width, dtype=dtype, device=y.device)
+    result = output_buffer(out, (n_tok, width), dtype, y.device)
     if n_tok:
         inverse = torch.empty(n_tok * topk, dtype=torch.int32, device=y.device)
         fn(y.contiguous(), sorted_slots.contiguous(), inverse, result)
-    if out is not None and result is not out:
-        out.copy_(result)
-        return out
-    return result
+    return deliver(result, out)

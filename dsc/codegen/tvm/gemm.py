@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen import contraction
-from dsc.codegen.tvm.build import KernelDef, compiled, require_tvm, store_as
+from dsc.codegen.tvm.build import KernelDef, compiled, deliver, output_buffer, require_tvm, store_as
 
 TVM_OF_TORCH = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -73,16 +73,14 @@ def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     kernels take compact tensors. B compact in [K, N] (an einsum weight) runs the NN
     kernel; anything else is read as [N, K] (nn.Linear weights are already), laid out
     compactly first where it is not."""
-    target = c if c.is_contiguous() else torch.empty(c.shape, dtype=c.dtype, device=c.device)
+    target = output_buffer(c, c.shape, c.dtype, c.device)
     dt = TVM_OF_TORCH[a.dtype]
     if a.shape[1] and b.shape[2]:
         if b.is_contiguous():
             compiled(define_nn, dt, a.shape[2], b.shape[2])(a.contiguous(), b, target)
         else:
             compiled(define_nt, dt, a.shape[2])(a.contiguous(), b.transpose(1, 2).contiguous(), target)
-    if target is not c:
-        c.copy_(target)
-    return c
+    return deliver(target, c)
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

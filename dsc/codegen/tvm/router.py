@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.router_spec import RouterSpec
-from dsc.codegen.tvm.build import KernelDef, compiled, loop_kinds, require_tvm
+from dsc.codegen.tvm.build import KernelDef, compiled, loop_kinds, output_buffer, require_tvm
 
 
 def define_router(spec: RouterSpec, experts: int, has_bias: bool, target: str = "llvm") -> KernelDef:
@@ -122,8 +122,8 @@ def route(logits: torch.Tensor, bias: torch.Tensor | None, spec: RouterSpec,
     width = spec.top_k + spec.extra
     ids, w = out if out is not None else (None, None)
     device = logits.device
-    ids = ids if ids is not None and ids.is_contiguous() else torch.empty(n, width, dtype=torch.int64, device=device)
-    w = w if w is not None and w.is_contiguous() else torch.empty(n, width, dtype=torch.float32, device=device)
+    ids = output_buffer(ids, (n, width), torch.int64, device)
+    w = output_buffer(w, (n, width), torch.float32, device)
     if n:
         bias = bias if bias is not None else torch.zeros(e, device=device)
         fn(logits.float().contiguous(), bias.float().contiguous(), ids, w)

@@ -21,7 +21,8 @@ import torch
 from dsc.codegen.paged import check_room
 from dsc.codegen.schedule import Group
 from dsc.codegen.tvm import fp8
-from dsc.codegen.tvm.build import KernelDef, artifact, bf16_bits, build, compiled, loop_kinds, require_tvm, store_as
+from dsc.codegen.tvm.build import (KernelDef, artifact, bf16_bits, build, compiled, deliver, loop_kinds,
+                                   output_buffer, require_tvm, store_as)
 from dsc.errors import DscError
 from dsc.ir.interpreter import concrete
 from dsc.ir.node import Node
@@ -241,8 +242,7 @@ def define_rows(group: Group) -> tuple[KernelDef | None, _Expr]:
     when the region ends in kv_pack_fp8) for every row; None when paged_append's rows
     come from outside the region (only the scatter runs)."""
     e = _Expr(group)
-    root = group.root
-    v = root.srcs[3] if root.op == "paged_append" else root
+    v = value_node(group)
     if id(v) not in e.region:
         return None, e
     shape = [e.dim(d) for d in v.shape]
@@ -320,19 +320,15 @@ class RowKernel:
         else:
             shape = [concrete(d, env) for d in v.shape]
             dtype = to_torch(v.dtype)
-            into = out if self.scatter is None and out is not None and out.is_contiguous() else None
             device = values[id(self.group.inputs[0])].device
-            rows = into if into is not None else torch.empty(shape, dtype=dtype, device=device)
+            rows = output_buffer(out if self.scatter is None else None, shape, dtype, device)
             if device not in self._rope_on:
                 self._rope_on[device] = [f.to(device).contiguous() for f in self.rope]
             args = [values[id(n)].contiguous() for n in self.loads] + self._rope_on[device]
             if rows.numel():
                 self.fn(*args, rows)
         if self.scatter is None:
-            if out is not None and rows is not out:
-                out.copy_(rows)
-                return out
-            return rows
+            return deliver(rows, out)
         cache, table, lens = (values[id(s)] for s in self.group.root.srcs[:3])
         check_room(table, lens, cache.shape[1], rows.shape[1])
         if not cache.is_contiguous():
