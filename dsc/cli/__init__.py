@@ -1,4 +1,4 @@
-"""The `dsc` command line: run, show and compile (tune and bench arrive with their issues).
+"""The `dsc` command line: run, show, compile, tune and bench.
 
 Bad input (unknown preset, malformed JSON, an invalid config, unsupported dtype or
 device) prints one line on stderr and exits with status 2, never a traceback.
@@ -62,6 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(comp)
     comp.add_argument("--backend", choices=("triton", "tvm"), default="triton")
     comp.add_argument("--out", required=True, metavar="DIR", help="directory for the sources and manifest.json")
+
+    tune = sub.add_parser("tune", help="search kernel configs on this machine, write its tuned-config JSON")
+    _add_model_args(tune)
+    tune.set_defaults(dtype=None)
+    tune.add_argument("--backend", choices=("triton", "tvm"), default=None,
+                      help="triton on a CUDA card (the default there), tvm's llvm schedules on a CPU (the default "
+                           "without CUDA)")
+    tune.add_argument("--device", default=None, help="cuda or cpu (default: follows the backend)")
+    tune.add_argument("--batches", metavar="N,N,..", help="decode batch buckets (default 1,2,4,...,256)")
+    tune.add_argument("--contexts", metavar="S,S,..", help="decode context buckets (default 1024 ... 131072)")
+    tune.add_argument("--prefill", metavar="T,T,..", help="prefill token buckets (default 512,2048,8192,16384)")
+    tune.add_argument("--quick", action="store_true", help="a few buckets: batches 1,8,64, context 4096, prefill 2048")
+    tune.add_argument("--max-trials", type=int, default=None,
+                      help="configs timed per launch (the heuristic's plus a random sample; default all that fit)")
+    tune.add_argument("--retune", action="store_true", help="redo launches the file already holds")
+    tune.add_argument("--out", metavar="PATH", help="the JSON to write (default: this device's file under "
+                                                     "$DSC_TUNED_DIR, else dsc/runtime/tuned/)")
     return parser
 
 
@@ -78,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             from dsc.cli.compile import compile_layers
 
             return compile_layers(args)
+        if args.command == "tune":
+            from dsc.cli.tune import tune
+
+            return tune(args)
         from dsc.cli.show import show
 
         return show(args)

@@ -257,6 +257,10 @@ def run(args) -> int:
     print(f"dsc run {cfg.name} ({cfg.model_type}): backend {args.backend}, passes {args.passes}, "
           f"{str(dtype).removeprefix('torch.')}, {device}")
     print("  " + describe(cfg))
+    if args.backend != "reference":
+        from dsc.runtime import tuned
+
+        print(f"  kernel configs: {tuned.source(device)}")
     report = {"model": cfg.name, "config": cfg.to_hf(), "backend": args.backend, "passes": args.passes,
               "dtype": str(dtype), "device": str(device), "layers": {}}
     if cfg.rope_scaling is not None:

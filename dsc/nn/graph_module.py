@@ -3,6 +3,7 @@ weights as nn.Parameters under checkpoint names, load them, execute on a backend
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Mapping, NamedTuple
 
 import torch
@@ -70,6 +71,7 @@ class GraphModule(torch.nn.Module):
         self.pass_manager = PassManager(resolve_pipeline(passes), PassContext(target=self.target))
         self.graph: Graph = self.pass_manager.run(graph_for(cfg, ir_dtype(self.dtype)))
         self._runner = make_runner(self.graph, backend)
+        self._hooks: list[Callable] = []
         # Weights live on the meta device until loaded: building a module for a model
         # larger than this machine costs nothing, and running one unloaded is an error.
         self._shapes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
@@ -189,7 +191,22 @@ class GraphModule(torch.nn.Module):
             raise WeightError(f"{type(self).__name__} has no weights for {', '.join(unloaded)}: "
                               f"call load_state_dict first")
         with torch.no_grad():
+            if self._hooks:
+                return self._runner(inputs, weights, hook=self._hooks[-1])
             return self._runner(inputs, weights)
+
+    @contextlib.contextmanager
+    def launch_hook(self, hook: Callable):
+        """Inside the block, every kernel group's launch goes through
+        hook(group, values, env, launch) -> launch()'s result: what the tuner and the
+        per-group benchmarks use to find, time and replay launches (compiled backends)."""
+        if self.backend == "reference":
+            raise ConfigError("launch_hook: the reference backend launches no kernel groups")
+        self._hooks.append(hook)
+        try:
+            yield self
+        finally:
+            self._hooks.remove(hook)
 
     def extra_repr(self) -> str:
         return f"{self.cfg.name}, backend={self.backend!r}, dtype={self.dtype}, device={self.device}"

@@ -165,13 +165,17 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 jobs, arch = json.load(sys.stdin)
-for i, (path, name, signature, constexprs) in enumerate(jobs):
+for i, (path, name, signature, constexprs, options) in enumerate(jobs):
     spec = importlib.util.spec_from_file_location(f"kernel_under_check_{i}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    fn = getattr(module, name)
+    # what the JIT learns from real arguments: these are multiples of 16 (so loads can
+    # be vectorized and pipelined through shared memory)
+    attrs = {(fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in options.pop("divisible", [])}
     try:
-        compiled = triton.compile(ASTSource(getattr(module, name), signature, constexprs=constexprs),
-                                  target=GPUTarget("cuda", arch, 32))
+        compiled = triton.compile(ASTSource(fn, signature, constexprs=constexprs, attrs=attrs),
+                                  target=GPUTarget("cuda", arch, 32), options=options)
     except Exception as e:
         lines = [line for line in str(e).strip().splitlines() if line.strip(" ^")]
         print(json.dumps({"error": f"{name}: {type(e).__name__}: {' | '.join(lines[-3:])}"}))
@@ -181,16 +185,18 @@ for i, (path, name, signature, constexprs) in enumerate(jobs):
 """
 
 
-def compile_all(jobs: list[tuple[KernelSpec, dict, dict]], arch: int) -> list[dict]:
-    """Compile each (spec, signature, constexprs) for CUDA compute capability `arch`
+def compile_all(jobs: list[tuple], arch: int) -> list[dict]:
+    """Compile each (spec, signature, constexprs[, options: num_warps, num_stages, and
+    "divisible", the arguments known to be multiples of 16 as the JIT would specialize
+    them]) for CUDA compute capability `arch`
     (80, 90) without a GPU, in one fresh process with the interpreter off (Triton fixes
     the mode at import). Returns {"ptx", "cubin_bytes", "shared"} per job; a compile
     error raises DscError with Triton's message."""
     import json
     import subprocess
 
-    payload = [[_entry(spec, f"sm{arch}", False).file("kernel.py"), spec.name, sig, const]
-               for spec, sig, const in jobs]
+    payload = [[_entry(job[0], f"sm{arch}", False).file("kernel.py"), job[0].name, job[1], job[2],
+                job[3] if len(job) > 3 else {}] for job in jobs]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE], input=json.dumps([payload, arch]), capture_output=True,
                        text=True, env=env)

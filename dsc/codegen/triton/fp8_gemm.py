@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.runtime.tuned import Space
 
 SOURCE = '''
 import triton
@@ -50,6 +51,29 @@ def fp8_gemm(a_ptr, sam, w_ptr, s_ptr, c_ptr, M, N, K, KB,
 SPEC = KernelSpec("fp8_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))")
 
 
+def default_config(shape, device: torch.device) -> dict:
+    m, n = shape["M"], shape["N"]
+    if device.type != "cuda":
+        return {"BLOCK_M": max(16, min(64, next_pow2(m))), "BLOCK_N": max(16, min(shape["block"], next_pow2(n))),
+                "num_warps": 4, "num_stages": 1}
+    return {"BLOCK_M": max(16, min(64, next_pow2(m))), "BLOCK_N": min(shape["block"], 128), "num_warps": 4,
+            "num_stages": 3}
+
+
+def fits(config: dict, shape, limits) -> bool:
+    """Pipelined activation and FP8 weight tiles in shared memory (K steps of one scale
+    block), the accumulator within half of a thread's registers, no tile past the problem."""
+    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], shape["block"]
+    smem = config["num_stages"] * (bm * bk * shape["itemsize"] + bk * bn)
+    return (smem <= limits.smem_per_block and bm * bn // (32 * config["num_warps"]) <= limits.regs_per_thread // 2
+            and bm <= max(16, next_pow2(shape["M"])) and bn <= max(16, next_pow2(shape["N"])))
+
+
+TUNING = Space("triton.fp8_gemm", {"BLOCK_M": (16, 32, 64, 128), "BLOCK_N": (32, 64, 128, 256), "num_warps": (4, 8),
+                                   "num_stages": (2, 3, 4, 5)},
+               bucketed=("M",), default=default_config, fits=fits)
+
+
 def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant: bool, block: int,
                out: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] (any float dtype) @ dequant(wq [N, K] e4m3, ws [ceil(N/b), ceil(K/b)])ᵀ -> x's dtype."""
@@ -62,13 +86,15 @@ def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant
     if out is None:
         out = torch.empty(*lead, n, dtype=x.dtype, device=x.device)
     native = x.device.type == "cuda" and not (x.dtype == torch.float32 and not act_quant)
-    bm = max(16, min(64, next_pow2(m)))
-    bn = max(16, min(block, 128 if x.device.type == "cuda" else next_pow2(n)))
+    shape = {"M": m, "N": n, "K": k, "block": block, "act_quant": act_quant, "itemsize": x.element_size()}
+    cfg = TUNING.choose(shape, str(x.dtype).removeprefix("torch."), x.device)
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    launch = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]} if x.device.type == "cuda" else {}
     w = wq.contiguous() if act_quant else wq.contiguous().view(torch.uint8)  # weight-only: bytes, decoded
     if m and n:
         load_kernel(SPEC, x.device)[(-(-m // bm), -(-n // bn))](
             a, a.stride(0), w, ws.contiguous(), out.view(-1, n), m, n, k, ws.shape[-1],
-            ACT_QUANT=act_quant, DOT_F32=not native, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=block)
+            ACT_QUANT=act_quant, DOT_F32=not native, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=block, **launch)
     return out
 
 

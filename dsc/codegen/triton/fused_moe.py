@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.runtime.tuned import Space
 
 SOURCE = '''
 import triton
@@ -160,9 +161,13 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
         out = torch.empty(rows, n, dtype=out_dtype, device=a.device)
     a = a if a.stride(-1) == 1 else a.contiguous()
     fp8 = scales is not None
-    cfg = _config(n, k, a.device)
-    if fp8:
-        cfg["BLOCK_K"] = scale_block
+    shape = {"M": ids.shape[0], "N": n, "K": k, "experts": w_gate.shape[0], "topk": ids.shape[1],
+             "block": block, "swiglu": w_up is not None, "fp8": scale_block if fp8 else 0,
+             "itemsize": a.element_size()}
+    tuned = TUNING.choose(shape, str(a.dtype).removeprefix("torch."), a.device)
+    cfg = {"BLOCK_N": tuned["BLOCK_N"], "BLOCK_K": tuned["BLOCK_K"]}
+    if a.device.type == "cuda":
+        cfg.update(num_warps=tuned["num_warps"], num_stages=tuned["num_stages"])
     grid = (-(-rows // block), -(-n // cfg["BLOCK_N"]))
     if rows and n:
         s = scales.contiguous() if fp8 else a
@@ -177,10 +182,32 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     return out
 
 
-def _config(n: int, k: int, device: torch.device) -> dict:
+def default_config(shape, device: torch.device) -> dict:
+    fixed = _fixed(shape)
     if device.type != "cuda":
-        return {"BLOCK_N": max(16, min(128, next_pow2(n))), "BLOCK_K": max(16, min(64, next_pow2(k)))}
-    return {"BLOCK_N": 64, "BLOCK_K": 64}
+        return {"BLOCK_N": max(16, min(128, next_pow2(shape["N"]))),
+                "BLOCK_K": max(16, min(64, next_pow2(shape["K"]))), "num_warps": 4, "num_stages": 1, **fixed}
+    return {"BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3, **fixed}
+
+
+def _fixed(shape) -> dict:
+    return {"BLOCK_K": shape["fp8"]} if shape["fp8"] else {}  # one weight scale per K step
+
+
+def fits(config: dict, shape, limits) -> bool:
+    """Pipelined activation and weight tiles (two weights under SwiGLU) in shared memory,
+    the accumulators within half of a thread's registers, no tile past the problem."""
+    bn, bk, warps = config["BLOCK_N"], config["BLOCK_K"], config["num_warps"]
+    mats = 2 if shape["swiglu"] else 1
+    w_item = 1 if shape["fp8"] else shape["itemsize"]
+    smem = config["num_stages"] * (shape["block"] * bk * shape["itemsize"] + mats * bk * bn * w_item)
+    return (smem <= limits.smem_per_block and mats * shape["block"] * bn // (32 * warps) <= limits.regs_per_thread // 2
+            and bn <= max(16, next_pow2(shape["N"])) and bk <= max(16, next_pow2(shape["K"])))
+
+
+TUNING = Space("triton.grouped_gemm", {"BLOCK_N": (32, 64, 128, 256), "BLOCK_K": (32, 64, 128, 256),
+                                       "num_warps": (2, 4, 8), "num_stages": (2, 3, 4, 5)},
+               bucketed=("M",), default=default_config, fits=fits, fixed=_fixed)
 
 
 def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtype: torch.dtype,

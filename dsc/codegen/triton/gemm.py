@@ -12,6 +12,7 @@ import torch
 
 from dsc.codegen import contraction
 from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.runtime.tuned import Space
 
 SOURCE = '''
 import triton
@@ -55,7 +56,8 @@ def batched_gemm(a_ptr, sab, sam, sak, b_ptr, sbb, sbk, sbn, c_ptr, scb, scm, sc
 SPEC = KernelSpec("batched_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), batch)")
 
 
-def default_config(m: int, n: int, k: int, device: torch.device) -> dict:
+def default_config(shape, device: torch.device) -> dict:
+    m, n, k = shape["M"], shape["N"], shape["K"]
     if device.type != "cuda":  # the interpreter: few, large programs
         return {"BLOCK_M": max(16, min(64, next_pow2(m))), "BLOCK_N": max(16, min(128, next_pow2(n))),
                 "BLOCK_K": max(16, min(64, next_pow2(k))), "GROUP_M": 8, "num_warps": 4, "num_stages": 1}
@@ -63,11 +65,28 @@ def default_config(m: int, n: int, k: int, device: torch.device) -> dict:
             "num_stages": 3}
 
 
+def fits(config: dict, shape, limits) -> bool:
+    """Shared memory for the pipelined A and B tiles, the float32 accumulator within a
+    thread's registers (half of them: the operands need the rest), no tile more than
+    twice the problem, and no warp without a 16x16 piece of the output."""
+    bm, bn, bk, warps = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_warps"]
+    smem = config["num_stages"] * (bm * bk + bk * bn) * shape["itemsize"]
+    return (smem <= limits.smem_per_block and bm * bn // (32 * warps) <= limits.regs_per_thread // 2
+            and bm <= max(16, next_pow2(shape["M"])) and bn <= max(16, next_pow2(shape["N"]))
+            and bk <= max(16, next_pow2(shape["K"])) and warps * 256 <= bm * bn)
+
+
+TUNING = Space("triton.gemm", {"BLOCK_M": (16, 32, 64, 128), "BLOCK_N": (32, 64, 128, 256), "BLOCK_K": (32, 64, 128),
+                               "GROUP_M": (1, 8), "num_warps": (4, 8), "num_stages": (2, 3, 4, 5)},
+               bucketed=("M",), default=default_config, fits=fits)
+
+
 def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, config: dict | None = None) -> torch.Tensor:
     """c[i] = a[i] @ b[i] for 3-D views a [Bt, M, K], b [Bt, K, N], c [Bt, M, N]."""
     bt, m, k = a.shape
     n = b.shape[2]
-    cfg = config or default_config(m, n, k, a.device)
+    shape = {"batch": bt, "M": m, "N": n, "K": k, "itemsize": a.element_size()}
+    cfg = config or TUNING.choose(shape, str(a.dtype).removeprefix("torch."), a.device)
     meta = {key: v for key, v in cfg.items() if key not in ("num_warps", "num_stages")}
     launch = {} if a.device.type != "cuda" else {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
     grid = (-(-m // cfg["BLOCK_M"]) * -(-n // cfg["BLOCK_N"]), bt)

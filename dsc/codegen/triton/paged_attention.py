@@ -25,6 +25,7 @@ import torch
 
 from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
 from dsc.errors import InputError
+from dsc.runtime.tuned import Space
 
 SOURCE = '''
 import triton
@@ -139,6 +140,31 @@ def default_splits(batch: int, row_blocks: int, capacity: int, device: torch.dev
     return max(1, min(want, -(-capacity // (4 * BLOCK_N)), 64))
 
 
+def default_config(shape, device: torch.device) -> dict:
+    row_blocks = -(-shape["rows"] // _block_m(shape["rows"]))
+    return {"splits": default_splits(shape["batch"], row_blocks, shape["context"], device), "num_warps": 4,
+            "num_stages": 2 if device.type == "cuda" else 1}
+
+
+def fits(config: dict, shape, limits) -> bool:
+    """Pipelined K tiles (at least two) and the q tile in shared memory; the [BLOCK_M, DV] float32
+    accumulator within three quarters of a thread's registers; splits of at least four
+    inner steps each."""
+    bm, dk = _block_m(shape["rows"]), shape["dk"]
+    item = 1 if shape["fp8"] else shape["itemsize"]
+    # Triton keeps two K tiles even unpipelined (measured by compiling for sm_90: 68 KiB
+    # at one stage, V3 widths, bf16)
+    smem = max(2, config["num_stages"]) * BLOCK_N * dk * item + bm * dk * shape["itemsize"]
+    acc = bm * next_pow2(shape["dv"]) // (32 * config["num_warps"])
+    return (smem <= limits.smem_per_block and acc <= 3 * limits.regs_per_thread // 4
+            and config["splits"] * 4 * BLOCK_N <= max(4 * BLOCK_N, shape["context"]))
+
+
+TUNING = Space("triton.paged_attention", {"splits": (1, 2, 4, 8, 16, 32, 64), "num_warps": (4, 8),
+                                          "num_stages": (1, 2, 3)},
+               bucketed=("batch", "context"), default=default_config, fits=fits)
+
+
 def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch.Tensor, lengths: torch.Tensor,
                         scale: float, v_dim: int, *, len_offset: int = 0, causal: bool = True,
                         num_splits: int | None = None, fp8_group: int | None = None,
@@ -157,7 +183,11 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
     bm = _block_m(rows)
     row_blocks = -(-rows // bm)
     capacity = block_table.shape[1] * page
-    splits = num_splits or default_splits(batch, row_blocks, capacity, q.device)
+    shape = {"batch": batch, "rows": rows, "context": capacity, "page": page, "dk": dk, "dv": v_dim,
+             "fp8": fp8_group is not None, "itemsize": q.element_size()}
+    cfg = TUNING.choose(shape, str(q.dtype).removeprefix("torch."), q.device)
+    splits = num_splits or cfg["splits"]
+    launch = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]} if q.device.type == "cuda" else {}
     per_split = -(-capacity // splits)
     split_len = -(-per_split // BLOCK_N) * BLOCK_N  # whole inner steps
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -174,7 +204,8 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
         q, q.stride(0), q.stride(1), q.stride(2), cache, table, table.stride(0), lengths, len_offset,
         mid_o, mid_lse, tokens, heads, split_len, scale * math.log2(math.e),
         DK=dk, DV=v_dim, PAGE=page, SPLITS=splits, BLOCK_M=bm, BLOCK_N=BLOCK_N, BLOCK_DV=max(16, next_pow2(v_dim)),
-        BLOCK_DR=max(16, next_pow2(dk - v_dim)), CAUSAL=causal, DOT_F32=interpret or q.dtype == torch.float32, **fp8)
+        BLOCK_DR=max(16, next_pow2(dk - v_dim)), CAUSAL=causal, DOT_F32=interpret or q.dtype == torch.float32, **fp8,
+        **launch)
     combine = load_kernel(COMBINE, q.device)
     combine[(batch * rows,)](mid_o, mid_lse, out, lse, tokens, heads, DV=v_dim, SPLITS=splits,
                              BLOCK_S=next_pow2(splits), BLOCK_DV=next_pow2(v_dim))

@@ -175,17 +175,26 @@ class use_artifacts:
         _ARTIFACTS.remove(self.artifacts)
 
 
-def compiled(define: Callable[..., KernelDef], *args):
-    """define(*args) ready to call: from the active artifacts, else the llvm build, made
-    once per process (and once per machine: the cache)."""
+def compiled(define: Callable[..., KernelDef], *args, **knobs):
+    """define(*args, **knobs) ready to call: from the active artifacts, else the llvm
+    build, made once per process (and once per machine: the cache). knobs are llvm
+    schedule choices (tuned); artifacts hold the default schedule's kernels."""
     key = kernel_key(define, args)
     found = artifact(key)
     if found is not None:
         return found
+    if knobs:
+        key += repr(sorted(knobs.items()))
     if key not in _COMPILED:
-        defn = define(*args)
+        defn = define(*args, **knobs)
         _COMPILED[key] = build(defn.cpu_module(), defn.name)
     return _COMPILED[key]
+
+
+def knobs(space, shape, dtype: str, device) -> dict:
+    """A tunable TVM kernel's llvm schedule knobs for this launch (dsc.runtime.tuned);
+    none while artifacts are in use: those were compiled with the defaults."""
+    return {} if artifacts_active() else space.choose(shape, dtype, device)
 
 
 def build(mod, name: str):

@@ -26,8 +26,10 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.tvm import fp8
-from dsc.codegen.tvm.build import KernelDef, compiled, deliver, loop_kinds, output_buffer, require_tvm, store_as
+from dsc.codegen.tvm.build import (KernelDef, compiled, deliver, knobs, loop_kinds, output_buffer, require_tvm,
+                                   store_as)
 from dsc.codegen.tvm.gemm import TVM_OF_TORCH
+from dsc.runtime.tuned import Space
 
 TVM_INT = {torch.int32: "int32", torch.int64: "int64"}
 
@@ -75,7 +77,9 @@ def align(ids: torch.Tensor, experts: int, block: int, out: torch.Tensor | None 
 
 def define_grouped(kd: int, nw: int, topk: int, block: int, gather: bool, swiglu: bool, route_dt: str | None,
                    act_dt: str, out_dt: str, id_dtype: str, fp8_block: int | None, act_quant: bool,
-                   target: str = "llvm") -> KernelDef:
+                   target: str = "llvm", chunk: int = 16, cols: int = 4) -> KernelDef:
+    """chunk: output columns per parallel task; cols: weight rows streamed together in
+    one K loop (memory-level parallelism); chunk a multiple of cols."""
     require_tvm()
     from tvm.script import tirx as T
 
@@ -89,8 +93,6 @@ def define_grouped(kd: int, nw: int, topk: int, block: int, gather: bool, swiglu
     mid = "float32" if fp8_block else act_dt  # FP8 products are float32 until the end (the IR's reference)
     w_dt = "uint8" if fp8_block else act_dt
     f32 = lambda v: T.float32(v)  # noqa: E731
-    chunk = 16  # output columns per parallel task
-    cols = 4  # weight rows streamed together in one K loop
     n_chunks = -(-n_out // chunk)
 
     def rnd(x):
@@ -185,10 +187,15 @@ def define_grouped(kd: int, nw: int, topk: int, block: int, gather: bool, swiglu
                         if task % n_chunks * chunk + nn < n_out and task // n_chunks * block + i < rows:
                             out[task // n_chunks * block + i, task % n_chunks * chunk + nn] = T.Cast(out_dt, f32(0))
 
-    name = (f"grouped_gemm_{act_dt}_k{kd}_n{nw}_t{topk}_b{block}" + ("_gather" if gather else "") +
+    name = (f"grouped_gemm_{act_dt}_k{kd}_n{nw}_t{topk}_b{block}_c{chunk}x{cols}" + ("_gather" if gather else "") +
             ("_swiglu" if swiglu else "") + (f"_route_{route_dt}" if route_dt else "") +
             (f"_fp8b{fp8_block}" + ("_aq" if act_quant else "") if fp8_block else ""))
     return KernelDef(name, main)
+
+
+TUNING = Space("tvm.grouped_gemm", {"chunk": (8, 16, 32, 64), "cols": (2, 4, 8)}, bucketed=("M",),
+               default=lambda shape, device: {"chunk": 16, "cols": 4},
+               fits=lambda config, shape, limits: config["chunk"] % config["cols"] == 0)
 
 
 def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, w: torch.Tensor,
@@ -201,8 +208,11 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     act_dt = TVM_OF_TORCH[a.dtype]
     route_dt = TVM_OF_TORCH[route_w.dtype] if route_w is not None else None
     out_dtype = torch.float32 if route_w is not None else a.dtype
+    shape = {"M": n_tok, "N": nw, "K": kd, "experts": experts, "topk": topk, "block": block, "swiglu": swiglu,
+             "fp8": scale_block if fp8_w else 0}
     fn = compiled(define_grouped, kd, nw, topk, block, gather, swiglu, route_dt, act_dt, TVM_OF_TORCH[out_dtype],
-                  TVM_INT[ids.dtype], scale_block if fp8_w else None, fp8_w and act_quant)
+                  TVM_INT[ids.dtype], scale_block if fp8_w else None, fp8_w and act_quant,
+                  **knobs(TUNING, shape, act_dt, a.device))
     width = nw // 2 if swiglu else nw
     result = output_buffer(out, (rows, width), out_dtype, a.device)
     wq = w.contiguous().view(torch.uint8) if fp8_w else w.contiguous()

@@ -1,0 +1,146 @@
+"""`dsc tune`: search the tunable kernels' configs for a model on this machine.
+
+The triton backend is tuned on a CUDA card (tile sizes, warps, pipeline stages, split
+factors, pruned by the card's shared memory and registers, timed with CUDA events);
+the tvm backend's llvm schedules on the CPU. Results are written after every kernel
+to one JSON file per device name (dsc/runtime/tuned/<device>.json, or under
+$DSC_TUNED_DIR, or --out), which the runtime then reads; a re-run skips what the file
+already holds (--retune redoes it), so an interrupted run loses only the kernel it
+was on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from dsc.cli import load_config
+from dsc.nn.graph_module import resolve_device, resolve_dtype
+from dsc.runtime import tuned
+from dsc.runtime.device import detect, library_versions, limits_for
+from dsc.runtime.tuned import TuningError
+from dsc.tune import search, workloads
+from dsc.runtime.timing import CudaTimer, WallTimer, last_level_cache_bytes
+
+QUICK = workloads.Buckets(batches=(1, 8, 64), contexts=(4096,), prefill=(2048,))
+
+
+def _ints(text: str | None, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    if text is None:
+        return default
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise TuningError(f"--{name}: expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise TuningError(f"--{name}: expected positive integers, got {text!r}")
+    return values
+
+
+def _setup(args):
+    cuda = torch.cuda.is_available()
+    backend = args.backend or ("triton" if cuda else "tvm")
+    device = resolve_device(args.device or ("cuda" if backend == "triton" else "cpu"))
+    if backend == "triton" and device.type != "cuda":
+        raise TuningError("dsc tune --backend triton times kernels on a CUDA device, and this run has none "
+                          "(Triton's CPU interpreter checks correctness, it cannot time); on a CPU, "
+                          "--backend tvm tunes the llvm schedules")
+    if backend == "tvm" and device.type != "cpu":
+        raise TuningError("dsc tune --backend tvm tunes the llvm schedules on the CPU (--device cpu); the tvm "
+                          "backend's CUDA kernels run from `dsc compile` artifacts with their default schedules")
+    if backend == "tvm":
+        from dsc.codegen.tvm.build import require_tvm
+
+        require_tvm()
+    dtype = resolve_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    base = QUICK if args.quick else workloads.Buckets()
+    buckets = workloads.Buckets(_ints(args.batches, "batches", base.batches),
+                                _ints(args.contexts, "contexts", base.contexts),
+                                _ints(args.prefill, "prefill", base.prefill))
+    return backend, device, dtype, buckets
+
+
+def tune(args) -> int:
+    cfg = load_config(args.model)
+    backend, device, dtype, buckets = _setup(args)
+    if args.max_trials is not None and args.max_trials < 1:
+        raise TuningError(f"--max-trials must be at least 1, got {args.max_trials}")
+    info = detect(device)
+    limits = limits_for(device)
+    path = args.out or tuned.file_for(info.name, os.environ.get("DSC_TUNED_DIR") or None)
+    table = tuned.TunedTable.load(path) if os.path.exists(path) else tuned.TunedTable(info.name)
+    if table.device != info.name:
+        raise TuningError(f"{path} holds configs for {table.device!r}, this device is {info.name!r}")
+    table.versions = {**library_versions(), "backend": backend}
+    seen = set() if args.retune else {(k, dt, key) for k, by in table.entries.items() for dt, keys in by.items()
+                                      for key in keys}
+    timer = CudaTimer(device=device) if device.type == "cuda" else WallTimer()
+    cache_bytes = last_level_cache_bytes(device)
+    free = (torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None)
+    fits = (lambda nbytes: nbytes <= free // 4) if free else (lambda nbytes: nbytes <= (8 << 30))
+    dt = str(dtype).removeprefix("torch.")
+    print(f"dsc tune {cfg.name}: backend {backend}, {dt}, {info.name} ({limits.arch}, "
+          f"{limits.smem_per_block // 1024} KiB shared memory per block, {limits.sms} SMs)"
+          if device.type == "cuda" else f"dsc tune {cfg.name}: backend {backend}, {dt}, {info.name}")
+    print(f"  decode batches {list(buckets.batches)} x contexts {list(buckets.contexts)}; prefill tokens "
+          f"{list(buckets.prefill)}; writing {path}")
+
+    def found():
+        if args.layer in ("mla", "all"):
+            yield from workloads.mla_workloads(cfg, backend, args.passes, dtype, device, buckets, seen, cache_bytes,
+                                               fits)
+        if args.layer in ("moe", "all"):
+            yield from workloads.moe_workloads(cfg, backend, args.passes, dtype, device, buckets, seen, cache_bytes)
+
+    outcomes: list[search.Outcome] = []
+    interrupted = False
+    with _Progress() as bar:
+        try:
+            search.tune(found(), table, lambda: table.save(path), timer, limits, args.max_trials, bar.update,
+                        done=lambda o: (outcomes.append(o), bar.log(_line(o))))
+        except KeyboardInterrupt:
+            interrupted = True
+    tuned.forget()
+    kept = sum(len(keys) for by in table.entries.values() for keys in by.values())
+    if interrupted:
+        print(f"interrupted: {path} keeps the {kept} configs finished so far; run again to go on")
+        return 130
+    print(f"{len(outcomes)} kernel launches tuned, {kept} configs in {path}")
+    return 0
+
+
+def _line(o: search.Outcome) -> str:
+    cfg = " ".join(f"{k}={v}" for k, v in o.config.items())
+    return (f"  {o.kernel:24s} {o.where:22s} {o.key}: {o.ms:.4f} ms (heuristic {o.default_ms:.4f}, "
+            f"x{o.speedup:.2f}) {cfg} [{o.trials} tried, {o.rejected} rejected]")
+
+
+class _Progress:
+    """A rich progress bar on a terminal (kernel, trial, best so far); plain lines otherwise."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(file=sys.stdout)
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("best {task.fields[best]}"), TimeElapsedColumn(), console=self.console,
+                            transient=True, disable=not self.console.is_terminal)
+        self.bar.__enter__()
+        self.task, self.label = None, None
+        return self
+
+    def update(self, label: str, trial: int, of: int, best: float) -> None:
+        if label != self.label:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task, self.label = self.bar.add_task(label[:70], total=of, best="-"), label
+        self.bar.update(self.task, completed=trial, best=f"{best:.4f} ms" if best < float("inf") else "-")
+
+    def log(self, line: str) -> None:
+        self.console.print(line, highlight=False, soft_wrap=True) if self.console.is_terminal else print(line)
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)

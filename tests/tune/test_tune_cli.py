@@ -1,0 +1,66 @@
+"""`dsc tune` end to end: the tvm backend's llvm schedules on a tiny config in seconds,
+the file it writes read back by the runtime, and bad requests refused in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dsc.runtime import tuned
+from dsc.runtime.device import cpu_name, slug
+from util import installed
+
+
+def dsc(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dsc", *args], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="2", **(env or {})))
+
+
+TINY = ("--batches", "1,4", "--contexts", "64", "--prefill", "16", "--max-trials", "3")
+
+
+@pytest.mark.skipif(not installed("tvm"), reason="tvm is not installed")
+def test_tune_tvm_tiny_config_writes_a_file_the_runtime_reads(tmp_path):
+    env = {"DSC_TUNED_DIR": str(tmp_path)}
+    r = dsc("tune", "tiny-v3", "--backend", "tvm", *TINY, env=env)
+    assert r.returncode == 0, r.stderr
+    path = tmp_path / f"{slug(cpu_name())}.json"
+    data = json.loads(path.read_text())
+    assert data["device"] == cpu_name() and data["versions"]["backend"] == "tvm"
+    from dsc.codegen.tvm import fused_moe, gemm
+
+    spaces = {s.kernel: s for s in (gemm.TUNING_NT, fused_moe.TUNING)}
+    assert set(data["entries"]) == set(spaces)  # MLA's and MoE's projections, the routed experts
+    n = 0
+    for kernel, by_dtype in data["entries"].items():
+        for key, rec in by_dtype["float32"].items():
+            shape = tuned.parse_key(key)
+            assert spaces[kernel].valid(rec["config"], shape, tuned.Limits("cpu", 0, 2)), (kernel, key, rec)
+            assert 0 < rec["ms"] <= rec["default_ms"] and 1 <= rec["trials"] <= 3  # the heuristic is a candidate
+            n += 1
+    assert f"{n} kernel launches tuned" in r.stdout
+    again = dsc("tune", "tiny-v3", "--backend", "tvm", *TINY, env=env)  # resumes: nothing left to do
+    assert again.returncode == 0 and "0 kernel launches tuned" in again.stdout, again.stdout
+    run = dsc("run", "--backend", "tvm", env=env)
+    assert run.returncode == 0, run.stderr
+    assert f"kernel configs: tuned kernel configs for {cpu_name()}: {path}" in run.stdout
+
+
+def test_tune_refusals_are_one_line(tmp_path):
+    cases = [("tune", "--batches", "1,x", "--backend", "tvm"), ("tune", "--max-trials", "0", "--backend", "tvm")]
+    if not torch.cuda.is_available():
+        cases.append(("tune", "--backend", "triton"))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": 1, "device": "Some Other Card", "entries": {}}))
+    if installed("tvm"):
+        cases.append(("tune", "--backend", "tvm", "--out", str(other)))
+    for args in cases:
+        r = dsc(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("dsc: error:"), (args, r.stderr)
+    assert "CUDA" in dsc("tune", "--backend", "triton").stderr or torch.cuda.is_available()
