@@ -14,8 +14,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -26,21 +24,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from dsc.runtime.device import detect
+
+    return detect(device).name
 
 
 def slug(text: str) -> str:
     """A device (or label) as a folder name: benchmarks/results/<slug(device)>/."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    from dsc.runtime.device import slug as device_slug
+
+    return device_slug(text)
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ device) prints one line on stderr and exits with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from dsc.errors import DscError
@@ -79,6 +80,28 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--retune", action="store_true", help="redo launches the file already holds")
     tune.add_argument("--out", metavar="PATH", help="the JSON to write (default: this device's file under "
                                                      "$DSC_TUNED_DIR, else dsc/runtime/tuned/)")
+
+    bench = sub.add_parser("bench", help="time layers and kernel groups against PyTorch and the measured roofline")
+    _add_model_args(bench)
+    bench.set_defaults(dtype=None)
+    bench.add_argument("--backend", choices=BACKENDS, default=None,
+                       help="default: triton on a CUDA device, tvm on a CPU")
+    bench.add_argument("--device", default=None, help="cuda or cpu (default: cuda when there is one)")
+    bench.add_argument("--batch", type=int, default=2, help="decode batch rows (default 2)")
+    bench.add_argument("--contexts", default="256,1024,4096", metavar="S,S,..",
+                       help="MLA decode context lengths (default 256,1024,4096)")
+    bench.add_argument("--context", type=int, default=None,
+                       help="the context of the per-group decode breakdown (default: the largest of --contexts)")
+    bench.add_argument("--prefill", type=int, default=512, help="MLA prefill tokens (default 512)")
+    bench.add_argument("--tokens", type=int, default=64, help="MoE tokens besides --batch (default 64)")
+    bench.add_argument("--compare", default="eager,compile,hf",
+                       help="baselines: eager (dsc.eager), compile (torch.compile of it), hf (transformers), none")
+    bench.add_argument("--repeat", type=int, default=10, help="timed repetitions per measurement (median)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--quick", action="store_true", help="a small roofline measurement (for tests)")
+    bench.add_argument("--no-plots", action="store_true", help="JSON only (no matplotlib needed)")
+    bench.add_argument("--out", default=os.path.join("benchmarks", "results"), metavar="DIR",
+                       help="results root: writes DIR/<device>/bench-*.json and PNGs (default benchmarks/results)")
     return parser
 
 
@@ -99,12 +122,29 @@ def main(argv: list[str] | None = None) -> int:
             from dsc.cli.tune import tune
 
             return tune(args)
+        if args.command == "bench":
+            from dsc.cli.bench import bench
+
+            return bench(args)
         from dsc.cli.show import show
 
         return show(args)
     except DscError as e:
         sys.stderr.write(f"dsc: error: {e}\n")
         return EXIT_BAD_INPUT
+
+
+def int_list(text: str, flag: str) -> tuple[int, ...]:
+    """A comma-separated list of positive ints (--batches 1,8,64), or InputError naming the flag."""
+    from dsc.errors import InputError
+
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--{flag}: expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise InputError(f"--{flag}: expected positive integers, got {text!r}")
+    return values
 
 
 def load_config(model: str):

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from dsc.cli import load_config
+from dsc.cli import int_list, load_config
 from dsc.nn.graph_module import resolve_device, resolve_dtype
 from dsc.runtime import tuned
 from dsc.runtime.device import detect, library_versions, limits_for
@@ -27,16 +27,8 @@ from dsc.runtime.timing import CudaTimer, WallTimer, last_level_cache_bytes
 QUICK = workloads.Buckets(batches=(1, 8, 64), contexts=(4096,), prefill=(2048,))
 
 
-def _ints(text: str | None, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    if text is None:
-        return default
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise TuningError(f"--{name}: expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise TuningError(f"--{name}: expected positive integers, got {text!r}")
-    return values
+def _ints(text: str | None, flag: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    return default if text is None else int_list(text, flag)
 
 
 def _setup(args):
