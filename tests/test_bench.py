@@ -101,3 +101,17 @@ def test_group_bytes_count_the_cache_rows_in_use_not_its_allocation():
     (append,) = [t for t in gt.timings if t.kind == "paged_append"]
     assert append.nbytes < whole // 10  # the rows it writes, not the cache it writes into
     assert all(t.ms == 1.0 and t.eager_ms == 1.0 and t.nbytes > 0 for t in gt.timings)
+
+
+@pytest.mark.skipif(not (installed("tvm") and installed("transformers")), reason="needs tvm and transformers")
+def test_bench_seeds_hf_v2_cache_in_its_own_rope_layout(tmp_path):
+    """HF's V2 caches k_pe interleaved, dsc de-interleaved: the seeded history must mean
+    the same keys to both, or HF's decode would be another layer's (relative error ~0.9)."""
+    r = subprocess.run([sys.executable, "-m", "dsc", "bench", "tiny-v2-lite", "--backend", "tvm", "--layer", "mla",
+                        "--quick", "--contexts", "32", "--prefill", "8", "--repeat", "1", "--compare", "hf",
+                        "--no-plots", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (path,) = tmp_path.glob("*/bench-tiny-v2-lite-tvm-float32.json")
+    hf = [rec for rec in json.loads(path.read_text())["records"] if rec["backend"] == "hf"]
+    assert {rec["benchmark"] for rec in hf} == {"mla decode", "mla prefill"}
+    assert all(rec["rel_err"] < 1e-4 for rec in hf), [rec["rel_err"] for rec in hf]

@@ -49,9 +49,12 @@ def group_bytes(grp: Group, values: dict, env: dict, outputs: list[torch.Tensor]
     """Inputs read once, outputs written once; a paged cache (a [pages, page, row] input)
     counts its used rows only, and an append into it the rows it writes (not the cache)."""
     total = 0
+    share = _expert_share(grp, values)
     for s in grp.inputs:
         t = values[id(s)]
-        if s.op == "paged_append" or (s.op == "input" and s.name == "cache"):  # the paged cache
+        if id(s) in share:
+            total += share[id(s)]
+        elif s.op == "paged_append" or (s.op == "input" and s.name == "cache"):  # the paged cache
             if grp.kind != "paged_append" and used_rows is not None:
                 total += used_rows * t.shape[-1] * t.element_size()
             elif grp.kind != "paged_append":
@@ -64,6 +67,26 @@ def group_bytes(grp: Group, values: dict, env: dict, outputs: list[torch.Tensor]
         else:
             total += _nbytes(t)
     return float(total)
+
+
+def _expert_share(grp: Group, values: dict) -> dict[int, float]:
+    """Input bytes a MoE group really reads where that is less than the whole tensor:
+    a grouped GEMM only the experts its tokens chose (weights and their scales), the
+    combine only the routed rows of the padded sorted layout."""
+    n = grp.root
+    if grp.kind in ("grouped_gemm", "grouped_gemm_fp8"):
+        ids = values.get(id(n.srcs[2]))
+        weights = [n.srcs[3]] + ([n.srcs[4]] if grp.kind == "grouped_gemm_fp8" else [])
+        if ids is None or any(id(w) not in values for w in weights):
+            return {}
+        touched = int(ids.unique().numel())
+        return {id(w): _nbytes(values[id(w)]) * touched / values[id(w)].shape[0] for w in weights}
+    if grp.kind == "moe_combine":
+        y, ids = values.get(id(n.srcs[0])), values.get(id(n.srcs[2]))
+        if y is None or ids is None:
+            return {}
+        return {id(n.srcs[0]): ids.numel() * y.shape[-1] * y.element_size()}
+    return {}
 
 
 class GroupTimer:

@@ -147,6 +147,11 @@ def _hf_mla(cfg, case, weights, x, pos, c_kv, k_pe, context) -> None:
     _, attn, _, rotary = hf_modules(cfg)
     attn = attn.to(device=x.device, dtype=x.dtype)
     attn.load_state_dict({k: v.to(x.dtype) for k, v in weights.items()}, strict=True)
+    if cfg.model_type == "deepseek_v2":
+        # HF's V2 rotates adjacent pairs in place (complex multiply), so its cached k_pe is
+        # interleaved where dsc's is de-interleaved (see Numerics): the same keys, re-laid
+        half = k_pe.shape[-1] // 2
+        k_pe = torch.stack([k_pe[..., :half], k_pe[..., half:]], dim=-1).flatten(-2)
     hf_cache = DynamicCache()
     hf_cache.update(c_kv[:, None].to(x.dtype), k_pe[:, None].to(x.dtype), 0)
     emb = rotary(x, pos)

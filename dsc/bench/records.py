@@ -18,9 +18,14 @@ def record(device: str, benchmark: str, backend: str, shape: dict, dtype: str, m
            flops: float, roof: Roofline, **extra) -> dict:
     """One measurement. roofline_fraction = the time the roofline allows / the time taken."""
     return {"device": device, "benchmark": benchmark, "backend": backend, "shape": shape, "dtype": dtype,
-            "median_ms": round(ms, 6), "bytes": int(nbytes), "flops": int(flops),
-            "achieved_gbps": round(nbytes / ms / 1e6, 3), "achieved_tflops": round(flops / ms / 1e9, 6),
-            "roofline_fraction": round(roof.floor_ms(nbytes, flops) / ms, 5), **extra}
+            "median_ms": _sig(ms), "bytes": int(nbytes), "flops": int(flops), "achieved_gbps": _sig(nbytes / ms / 1e6),
+            "achieved_tflops": _sig(flops / ms / 1e9), "roofline_fraction": _sig(roof.floor_ms(nbytes, flops) / ms),
+            **extra}
+
+
+def _sig(x: float) -> float:
+    """Five significant figures: tiny fractions keep their digits, not round to zero."""
+    return float(f"{x:.5g}")
 
 
 def write(out: str, device: str, name: str, roof: Roofline, records: list[dict], **facts) -> str:

@@ -154,10 +154,12 @@ def _mla(cfg, module, weights, batch, contexts, args, compare, timer, roof, devi
     main_ctx = max(contexts) if args.context is None else args.context
     decode = layers.mla_case(cfg, module, weights, "decode", batch, main_ctx, 1, ())
     out += _group_records(module, decode.impls[0].step, batch * (main_ctx + 1),
-                          {"batch": batch, "context": main_ctx, "tokens": 1}, "mla", "decode", timer, roof, device, dt)
+                          {"batch": batch, "context": main_ctx, "tokens": 1}, "mla", "decode", timer, roof, device,
+                          dt)
     prefill = layers.mla_case(cfg, module, weights, "prefill", 1, 0, args.prefill, ())
-    out += _group_records(module, prefill.impls[0].step, args.prefill, {"batch": 1, "context": 0, "tokens": args.prefill},
-                          "mla", "prefill", timer, roof, device, dt)
+    out += _group_records(module, prefill.impls[0].step, args.prefill,
+                          {"batch": 1, "context": 0, "tokens": args.prefill}, "mla", "prefill", timer, roof, device,
+                          dt)
     for ctx in contexts:
         out += _layer_records(layers.mla_case(cfg, module, weights, "decode", batch, ctx, 1, compare), timer, roof,
                               device, dt, tol)
