@@ -115,3 +115,14 @@ def test_bench_seeds_hf_v2_cache_in_its_own_rope_layout(tmp_path):
     hf = [rec for rec in json.loads(path.read_text())["records"] if rec["backend"] == "hf"]
     assert {rec["benchmark"] for rec in hf} == {"mla decode", "mla prefill"}
     assert all(rec["rel_err"] < 1e-4 for rec in hf), [rec["rel_err"] for rec in hf]
+
+
+def test_bench_reference_backend_times_layers_only(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dsc", "bench", "--backend", "reference", "--layer", "moe", "--quick",
+                        "--compare", "none", "--no-plots", "--tokens", "4", "--repeat", "1", "--out", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (path,) = tmp_path.glob("*/bench-tiny-v3-reference-float32.json")
+    recs = json.loads(path.read_text())["records"]
+    assert {(rec["benchmark"], rec["backend"]) for rec in recs} == {("moe forward", "dsc-reference")}
+    assert all(rec["rel_err"] < 1e-5 for rec in recs)

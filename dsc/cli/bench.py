@@ -132,6 +132,8 @@ def _layer_records(case: layers.Case, timer, roof, device: str, dt: str, tol: fl
 
 
 def _group_records(module, step, used_rows, where: dict, layer: str, phase: str, timer, roof, device, dt):
+    if module.backend == "reference":  # the interpreter runs ops, not kernel groups: layer records only
+        return []
     gt = groups.GroupTimer(timer, used_rows)
     with module.launch_hook(gt):
         step()
