@@ -23,7 +23,7 @@ from dsc.eager import EagerMLA, eager_moe
 from dsc.errors import DscError
 from dsc.ir.cost import cost_at
 from dsc.nn import MLA, MoE
-from dsc.tune.workloads import random_weights
+from dsc.nn.checkpoint import random_weights
 
 COMPARES = ("eager", "compile", "hf")
 

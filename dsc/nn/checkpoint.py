@@ -117,3 +117,21 @@ def random_checkpoint(cfg: Config, layer: str, dtype: torch.dtype = torch.float3
     else:
         raise ValueError(f"layer must be 'mla' or 'moe', got {layer!r}")
     return {k: (v if k.endswith("e_score_correction_bias") else v.to(dtype)).to(device) for k, v in out.items()}
+
+
+def random_weights(module, seed: int) -> dict[str, torch.Tensor]:
+    """Random weights for a built module, in its own layout (experts stacked) and made
+    where it lives (a DeepSeek-V3 MoE layer is 22 GB in bf16: no host round trip), scaled
+    as random_checkpoint scales them: N(0, 1/fan_in) matrices, norms near 1, a small
+    router bias. For `dsc tune` and `dsc bench`, which need no checkpoint names."""
+    g = torch.Generator(device=module._device).manual_seed(seed)
+    out = {}
+    for name, (shape, dtype) in module._shapes.items():
+        if "norm" in name:
+            t = 1 + 0.1 * torch.randn(shape, generator=g, device=module._device)
+        elif name.endswith("bias"):
+            t = 0.1 * torch.randn(shape, generator=g, device=module._device)
+        else:
+            t = torch.randn(shape, generator=g, device=module._device) / shape[-1] ** 0.5
+        out[name] = t.to(dtype)
+    return out

@@ -106,14 +106,9 @@ class Space:
         """Every config of the product that fits the card, the shape's fixed params applied."""
         fixed = self.fixed(shape)
         names = [n for n in self.params if n not in fixed]
-        out, seen = [], set()
-        for values in itertools.product(*(self.params[n] for n in names)):
-            config = {**dict(zip(names, values)), **fixed}
-            key = tuple(sorted(config.items()))
-            if key not in seen and self.fits(config, shape, limits):
-                seen.add(key)
-                out.append(config)
-        return out
+        configs = ({**dict(zip(names, values)), **fixed}
+                   for values in itertools.product(*(self.params[n] for n in names)))
+        return [c for c in configs if self.fits(c, shape, limits)]
 
     def valid(self, config, shape: Shape, limits: Limits) -> bool:
         """A stored config this code can still launch: the same params, allowed values, fitting."""
@@ -123,10 +118,12 @@ class Space:
         return all(fixed.get(k, v) == v and (k in fixed or v in self.params[k]) for k, v in config.items()) \
             and self.fits(config, shape, limits)
 
-    def choose(self, shape: Shape, dtype: str, device: torch.device) -> dict:
+    def choose(self, shape: Shape, dtype, device: torch.device) -> dict:
         """The config to launch with: a trial's (while tuning), else the tuned one nearest
-        this shape on this device, else the heuristic default."""
+        this shape on this device, else the heuristic default. dtype: a torch dtype or
+        its name ("bfloat16")."""
         shape = dict(shape)
+        dtype = str(dtype).removeprefix("torch.")
         recording = _RECORDING.get()
         if recording is not None:
             recording.append(Call(self, shape, dtype, device))
@@ -169,16 +166,26 @@ class TunedTable:
     device: str
     entries: dict = field(default_factory=dict)  # kernel -> dtype -> shape key -> record
     versions: dict = field(default_factory=dict)
+    # a launch asks on every call: each (kernel, dtype, shape, card) is resolved once
+    _found: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def record(self, kernel: str, dtype: str, key: str) -> dict | None:
         return self.entries.get(kernel, {}).get(dtype, {}).get(key)
 
     def put(self, kernel: str, dtype: str, key: str, record: dict) -> None:
         self.entries.setdefault(kernel, {}).setdefault(dtype, {})[key] = record
+        self._found.clear()
 
     def lookup(self, space: Space, dtype: str, shape: Shape, limits: Limits) -> dict | None:
         """The config tuned for the nearest bucket with the same exact dims, if it is
         still valid for this code and card."""
+        memo = (space.kernel, dtype, shape_key(shape), limits)
+        if memo not in self._found:
+            self._found[memo] = self._nearest(space, dtype, shape, limits)
+        found = self._found[memo]
+        return dict(found) if found is not None else None
+
+    def _nearest(self, space: Space, dtype: str, shape: Shape, limits: Limits) -> dict | None:
         best, best_d = None, math.inf
         for key, rec in self.entries.get(space.kernel, {}).get(dtype, {}).items():
             tuned = parse_key(key)

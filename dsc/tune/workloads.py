@@ -17,6 +17,7 @@ import torch
 
 from dsc.config import Config
 from dsc.nn import MLA, MoE
+from dsc.nn.checkpoint import random_weights
 from dsc.runtime import tuned
 from dsc.runtime.timing import copies_to_rotate
 
@@ -47,22 +48,6 @@ class Workload:
     replay: Callable[[int], object]  # replay(i): the group's launch on input copy i
     copies: int
     baseline: list[torch.Tensor] = field(default_factory=list)  # the group's outputs at the heuristic config
-
-
-def random_weights(module, seed: int) -> dict[str, torch.Tensor]:
-    """Weights made where the module lives (a DeepSeek-V3 MoE layer is 22 GB in bf16:
-    not a host round trip): N(0, 1/fan_in) matrices, norms near 1, a small router bias."""
-    g = torch.Generator(device=module._device).manual_seed(seed)
-    out = {}
-    for name, (shape, dtype) in module._shapes.items():
-        if "norm" in name or "layernorm" in name:
-            t = 1 + 0.1 * torch.randn(shape, generator=g, device=module._device)
-        elif name.endswith("bias"):
-            t = 0.1 * torch.randn(shape, generator=g, device=module._device)
-        else:
-            t = torch.randn(shape, generator=g, device=module._device) / shape[-1] ** 0.5
-        out[name] = t.to(dtype)
-    return out
 
 
 def _outputs(out) -> list[torch.Tensor]:

@@ -185,6 +185,11 @@ for i, (path, name, signature, constexprs, options) in enumerate(jobs):
 """
 
 
+def launch_options(config: dict, device) -> dict:
+    """num_warps and num_stages of a tuned config, for a launch on a GPU (the interpreter takes neither)."""
+    return {"num_warps": config["num_warps"], "num_stages": config["num_stages"]} if device.type == "cuda" else {}
+
+
 def compile_all(jobs: list[tuple], arch: int) -> list[dict]:
     """Compile each (spec, signature, constexprs[, options: num_warps, num_stages, and
     "divisible", the arguments known to be multiples of 16 as the JIT would specialize

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
 from dsc.runtime.tuned import Space
 
 SOURCE = '''
@@ -87,9 +87,9 @@ def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant
         out = torch.empty(*lead, n, dtype=x.dtype, device=x.device)
     native = x.device.type == "cuda" and not (x.dtype == torch.float32 and not act_quant)
     shape = {"M": m, "N": n, "K": k, "block": block, "act_quant": act_quant, "itemsize": x.element_size()}
-    cfg = TUNING.choose(shape, str(x.dtype).removeprefix("torch."), x.device)
+    cfg = TUNING.choose(shape, x.dtype, x.device)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    launch = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]} if x.device.type == "cuda" else {}
+    launch = launch_options(cfg, x.device)
     w = wq.contiguous() if act_quant else wq.contiguous().view(torch.uint8)  # weight-only: bytes, decoded
     if m and n:
         load_kernel(SPEC, x.device)[(-(-m // bm), -(-n // bn))](

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
 from dsc.runtime.tuned import Space
 
 SOURCE = '''
@@ -164,10 +164,8 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     shape = {"M": ids.shape[0], "N": n, "K": k, "experts": w_gate.shape[0], "topk": ids.shape[1],
              "block": block, "swiglu": w_up is not None, "fp8": scale_block if fp8 else 0,
              "itemsize": a.element_size()}
-    tuned = TUNING.choose(shape, str(a.dtype).removeprefix("torch."), a.device)
-    cfg = {"BLOCK_N": tuned["BLOCK_N"], "BLOCK_K": tuned["BLOCK_K"]}
-    if a.device.type == "cuda":
-        cfg.update(num_warps=tuned["num_warps"], num_stages=tuned["num_stages"])
+    tuned = TUNING.choose(shape, a.dtype, a.device)
+    cfg = {"BLOCK_N": tuned["BLOCK_N"], "BLOCK_K": tuned["BLOCK_K"], **launch_options(tuned, a.device)}
     grid = (-(-rows // block), -(-n // cfg["BLOCK_N"]))
     if rows and n:
         s = scales.contiguous() if fp8 else a

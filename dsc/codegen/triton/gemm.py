@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen import contraction
-from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
 from dsc.runtime.tuned import Space
 
 SOURCE = '''
@@ -86,9 +86,9 @@ def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, config: dict | N
     bt, m, k = a.shape
     n = b.shape[2]
     shape = {"batch": bt, "M": m, "N": n, "K": k, "itemsize": a.element_size()}
-    cfg = config or TUNING.choose(shape, str(a.dtype).removeprefix("torch."), a.device)
+    cfg = config or TUNING.choose(shape, a.dtype, a.device)
     meta = {key: v for key, v in cfg.items() if key not in ("num_warps", "num_stages")}
-    launch = {} if a.device.type != "cuda" else {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]}
+    launch = launch_options(cfg, a.device)
     grid = (-(-m // cfg["BLOCK_M"]) * -(-n // cfg["BLOCK_N"]), bt)
     if m and n and bt:
         load_kernel(SPEC, a.device)[grid](a, a.stride(0), a.stride(1), a.stride(2), b, b.stride(0), b.stride(1),

@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
 from dsc.errors import InputError
 from dsc.runtime.tuned import Space
 
@@ -185,9 +185,9 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
     capacity = block_table.shape[1] * page
     shape = {"batch": batch, "rows": rows, "context": capacity, "page": page, "dk": dk, "dv": v_dim,
              "fp8": fp8_group is not None, "itemsize": q.element_size()}
-    cfg = TUNING.choose(shape, str(q.dtype).removeprefix("torch."), q.device)
+    cfg = TUNING.choose(shape, q.dtype, q.device)
     splits = num_splits or cfg["splits"]
-    launch = {"num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"]} if q.device.type == "cuda" else {}
+    launch = launch_options(cfg, q.device)
     per_split = -(-capacity // splits)
     split_len = -(-per_split // BLOCK_N) * BLOCK_N  # whole inner steps
     q = q if q.stride(-1) == 1 else q.contiguous()
