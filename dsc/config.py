@@ -185,6 +185,9 @@ def _from_mapping(raw: dict, name: str) -> Config:
         raise ConfigError(f"model_type: expected deepseek_v2 or deepseek_v3, got {raw['model_type']!r}")
     if raw.get("model_type") == "deepseek_v2" and "rope_interleave" not in raw:
         kwargs["rope_interleave"] = True  # V2 always rotates adjacent pairs
+    if raw.get("model_type") == "deepseek_v3":  # V3's own config class defaults (transformers hard-wires them)
+        kwargs.setdefault("scoring_func", "sigmoid")
+        kwargs.setdefault("topk_method", "noaux_tc")
     for key in ("topk_group", "n_group"):
         if key in kwargs and kwargs[key] is None:
             kwargs[key] = 1

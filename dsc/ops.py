@@ -1,20 +1,79 @@
-"""Kernel-level entry points for frameworks that bring their own cache and scheduler
-(the integration issue registers these as torch custom ops).
+"""dsc's kernels as torch custom ops (namespace `dsc`), for frameworks that bring their
+own cache and scheduler: `torch.ops.dsc.mla_decode(...)` or `dsc.ops.mla_decode(...)`.
 
-They take tensors in the layouts vLLM, SGLang and FlashMLA use and run the Triton
-kernels (natively on CUDA, under Triton's interpreter on a CPU).
+They take tensors in the layouts FlashMLA, vLLM and DeepGEMM use, run dsc's Triton
+kernels (natively on CUDA, under Triton's interpreter on a CPU), and each has a fake
+(meta) implementation, so torch.compile traces through them without a graph break.
+They are inference ops: none has an autograd formula.
+
+Every op checks its tensors' dtype, device and shape up front, in the real and the fake
+implementation alike, and raises dsc.InputError naming the argument.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Optional, Sequence
 
+import torch
+from torch import Tensor
+
+import dsc.codegen.triton  # noqa: F401  (on a machine without CUDA: Triton's interpreter, before triton loads)
 from dsc.errors import InputError
 
+FLOATS = (torch.float32, torch.bfloat16, torch.float16)
+E4M3 = torch.float8_e4m3fn
+EXPERT_BLOCK = 16  # rows per grouped-GEMM block: fuse_experts' choice (dsc.passes.fuse_experts.BLOCK)
+TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
+SCORING_FUNCS = ("softmax", "sigmoid")
 
-def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tensor, cache_seqlens: torch.Tensor,
-               softmax_scale: float, head_dim_v: int = 512, *, causal: bool = True, num_splits: int | None = None,
-               validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+
+def check(op: str, name: str, t, *, dtypes: Sequence[torch.dtype] | None = None, rank: int | None = None,
+          shape: Sequence | None = None, device: torch.device | None = None) -> None:
+    """Raise InputError naming `op` and the argument `name` unless t is a tensor of one of
+    `dtypes`, of `rank` dims, matching `shape` (None entries match any size) on `device`."""
+    def bad(why):
+        raise InputError(f"dsc.ops.{op}: {name} {why}")
+
+    if not isinstance(t, Tensor):
+        bad(f"must be a torch.Tensor, got {type(t).__name__}")
+    if dtypes is not None and t.dtype not in dtypes:
+        bad(f"must be {' or '.join(str(d).removeprefix('torch.') for d in dtypes)}, "
+            f"got {str(t.dtype).removeprefix('torch.')}")
+    if rank is not None and t.dim() != rank:
+        bad(f"must have {rank} dims, got shape {list(t.shape)}")
+    if shape is not None:
+        want = ", ".join("*" if s is None else str(s) for s in shape)
+        if t.dim() != len(shape) or any(s is not None and t.shape[i] != s for i, s in enumerate(shape)):
+            bad(f"must have shape [{want}], got {list(t.shape)}")
+    if device is not None and t.device != device:
+        bad(f"must be on {device} (with the other inputs), got {t.device}")
+
+
+def _check_lengths(op: str, name: str, lengths: Tensor, lo: int, hi: int, what: str) -> None:
+    """A host read of per-row lengths (a device sync: the `validate` flags turn it off)."""
+    if lengths.numel():
+        got_lo, got_hi = int(lengths.min()), int(lengths.max())
+        if got_lo < lo or got_hi > hi:
+            raise InputError(f"dsc.ops.{op}: {name} must lie in [{lo}, {hi}] ({what}), got {got_lo}..{got_hi}")
+
+
+# -- MLA decode: FlashMLA's contract ------------------------------------------------------------
+
+def _mla_decode_checks(q, kv_cache, block_table, cache_seqlens, head_dim_v):
+    check("mla_decode", "q", q, dtypes=FLOATS, rank=4)
+    B, D = q.shape[0], q.shape[3]
+    check("mla_decode", "kv_cache", kv_cache, dtypes=(q.dtype,), shape=(None, None, D), device=q.device)
+    check("mla_decode", "block_table", block_table, dtypes=(torch.int32,), shape=(B, None), device=q.device)
+    check("mla_decode", "cache_seqlens", cache_seqlens, dtypes=(torch.int32,), shape=(B,), device=q.device)
+    if not 0 < head_dim_v <= D:
+        raise InputError(f"dsc.ops.mla_decode: head_dim_v must be in 1..{D} (a prefix of each cache row), "
+                         f"got {head_dim_v}")
+
+
+@torch.library.custom_op("dsc::mla_decode", mutates_args=())
+def mla_decode(q: Tensor, kv_cache: Tensor, block_table: Tensor, cache_seqlens: Tensor, softmax_scale: float,
+               head_dim_v: int = 512, causal: bool = True, num_splits: Optional[int] = None,
+               validate: bool = True) -> tuple[Tensor, Tensor]:
     """Absorbed MLA attention over a paged latent cache (FlashMLA's contract).
 
     q [B, T, H, D] (T <= 2 for multi-token prediction; any H); kv_cache [pages,
@@ -27,15 +86,260 @@ def mla_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_table: torch.Tenso
     reads cache_seqlens on the host to check them against the block table (a device
     sync: turn it off under CUDA graphs).
     """
-    import dsc.codegen.triton  # noqa: F401  (enables the interpreter on a machine without CUDA)
+    _mla_decode_checks(q, kv_cache, block_table, cache_seqlens, head_dim_v)
+    if validate:
+        _check_lengths("mla_decode", "cache_seqlens", cache_seqlens, q.shape[1], block_table.shape[1] *
+                       kv_cache.shape[1], "the query tokens are already in the cache; a row's block table holds "
+                       "the upper bound")
     from dsc.codegen.triton.paged_attention import paged_mla_attention
 
-    if validate and cache_seqlens.numel():
-        capacity = block_table.shape[-1] * kv_cache.shape[1]
-        lo, hi = int(cache_seqlens.min()), int(cache_seqlens.max())
-        tokens = q.shape[1] if q.dim() == 4 else 0
-        if lo < tokens or hi > capacity:
-            raise InputError(f"mla_decode: cache_seqlens must lie in [{tokens}, {capacity}] (the query tokens are "
-                             f"already in the cache; a row's block table holds {capacity}), got {lo}..{hi}")
-    return paged_mla_attention(q, kv_cache, block_table, cache_seqlens, softmax_scale, head_dim_v,
-                               causal=causal, num_splits=num_splits)
+    return paged_mla_attention(q, kv_cache, block_table, cache_seqlens, softmax_scale, head_dim_v, causal=causal,
+                               num_splits=num_splits)
+
+
+@mla_decode.register_fake
+def _(q, kv_cache, block_table, cache_seqlens, softmax_scale, head_dim_v=512, causal=True, num_splits=None,
+      validate=True):
+    _mla_decode_checks(q, kv_cache, block_table, cache_seqlens, head_dim_v)
+    B, T, H, _ = q.shape
+    return q.new_empty(B, T, H, head_dim_v), q.new_empty(B, H, T, dtype=torch.float32)
+
+
+# -- MLA prefill: attention with expanded keys and values (the naive form) ------------------------
+
+def _mla_prefill_checks(q, k, v, seqlens):
+    check("mla_prefill", "q", q, dtypes=FLOATS, rank=4)
+    B, _, H, D = q.shape
+    check("mla_prefill", "k", k, dtypes=(q.dtype,), rank=4, device=q.device)
+    S = k.shape[1]
+    if k.shape[0] != B or k.shape[2] not in (1, H) or k.shape[3] != D:
+        raise InputError(f"dsc.ops.mla_prefill: k must have shape [{B}, S, {H} or 1, {D}], got {list(k.shape)}")
+    check("mla_prefill", "v", v, dtypes=(q.dtype,), rank=4, device=q.device)
+    if v.shape[0] != B or v.shape[1] != S or v.shape[2] not in (1, H):
+        raise InputError(f"dsc.ops.mla_prefill: v must have shape [{B}, {S}, {H} or 1, Dv], got {list(v.shape)}")
+    check("mla_prefill", "seqlens", seqlens, dtypes=(torch.int32,), shape=(B,), device=q.device)
+
+
+@torch.library.custom_op("dsc::mla_prefill", mutates_args=())
+def mla_prefill(q: Tensor, k: Tensor, v: Tensor, seqlens: Tensor, softmax_scale: float,
+                validate: bool = True) -> tuple[Tensor, Tensor]:
+    """Causal attention of T new tokens over each row's keys and values (MLA prefill in
+    the naive form: keys [nope ; rope] 192 wide and values 128 for DeepSeek-V3).
+
+    q [B, T, H, Dk]; k [B, S, H or 1, Dk]; v [B, S, H or 1, Dv] (any strides with a unit
+    last stride); seqlens [B] int32: the tokens row b holds in k and v, its T queries
+    last, so query t sees keys 0 .. seqlens[b] - T + t. Returns (out [B, T, H, Dv] in q's
+    dtype, lse [B, H, T] float32). validate checks T <= seqlens <= S on the host.
+    """
+    _mla_prefill_checks(q, k, v, seqlens)
+    if validate:
+        _check_lengths("mla_prefill", "seqlens", seqlens, q.shape[1], k.shape[1],
+                       "each row holds its query tokens and at most k's length")
+    from dsc.codegen.triton.dense_attention import flash_attention
+
+    return flash_attention(q, k, v, seqlens, softmax_scale)
+
+
+@mla_prefill.register_fake
+def _(q, k, v, seqlens, softmax_scale, validate=True):
+    _mla_prefill_checks(q, k, v, seqlens)
+    B, T, H, _ = q.shape
+    return q.new_empty(B, T, H, v.shape[3]), q.new_empty(B, H, T, dtype=torch.float32)
+
+
+# -- MoE routing: DeepSeek's gate after its logits -----------------------------------------------
+
+def _moe_route_checks(router_logits, e_score_correction_bias, top_k, n_group, topk_group, topk_method,
+                      scoring_func):
+    check("moe_route", "router_logits", router_logits, dtypes=(torch.float32,), rank=2)
+    E = router_logits.shape[1]
+    if e_score_correction_bias is not None:
+        check("moe_route", "e_score_correction_bias", e_score_correction_bias, dtypes=(torch.float32,),
+              shape=(E,), device=router_logits.device)
+    if topk_method not in TOPK_METHODS:
+        raise InputError(f"dsc.ops.moe_route: topk_method must be one of {', '.join(TOPK_METHODS)}, "
+                         f"got {topk_method!r}")
+    if scoring_func not in SCORING_FUNCS:
+        raise InputError(f"dsc.ops.moe_route: scoring_func must be softmax or sigmoid, got {scoring_func!r}")
+    if (topk_method == "noaux_tc") != (e_score_correction_bias is not None):
+        raise InputError("dsc.ops.moe_route: e_score_correction_bias is needed by noaux_tc, and only by it")
+    if n_group < 1 or E % n_group or not 1 <= topk_group <= n_group:
+        raise InputError(f"dsc.ops.moe_route: n_group {n_group} must divide the {E} experts and topk_group "
+                         f"{topk_group} lie in 1..n_group")
+    reachable = E if topk_method == "greedy" else topk_group * (E // n_group)
+    if not 1 <= top_k <= reachable:
+        raise InputError(f"dsc.ops.moe_route: top_k must lie in 1..{reachable} (the experts it can reach), "
+                         f"got {top_k}")
+
+
+@torch.library.custom_op("dsc::moe_route", mutates_args=())
+def moe_route(router_logits: Tensor, e_score_correction_bias: Optional[Tensor], top_k: int, n_group: int = 1,
+              topk_group: int = 1, topk_method: str = "greedy", scoring_func: str = "softmax",
+              norm_topk_prob: bool = False, routed_scaling_factor: float = 1.0) -> tuple[Tensor, Tensor]:
+    """DeepSeek's MoE gate on router_logits [N, E] float32 (x @ gate.weightᵀ in float32):
+    scores (softmax or sigmoid), top-k selection (greedy, group-limited, or noaux_tc with
+    e_score_correction_bias [E] used for selection only), weights from the unbiased
+    scores, renormalised when norm_topk_prob and top_k > 1, times routed_scaling_factor.
+
+    Returns (topk_ids [N, top_k] int64, topk_weights [N, top_k] float32), in one fused
+    kernel.
+    """
+    _moe_route_checks(router_logits, e_score_correction_bias, top_k, n_group, topk_group, topk_method,
+                      scoring_func)
+    from dsc.codegen.router_spec import RouterSpec
+    from dsc.codegen.triton.router import route
+
+    spec = RouterSpec(func=scoring_func, method=topk_method, top_k=top_k, n_group=n_group, topk_group=topk_group,
+                      normalize=norm_topk_prob and top_k > 1, eps=1e-20, scale=routed_scaling_factor, extra=0,
+                      extra_start=0, extra_w=0.0)
+    return route(router_logits, e_score_correction_bias, spec)
+
+
+@moe_route.register_fake
+def _(router_logits, e_score_correction_bias, top_k, n_group=1, topk_group=1, topk_method="greedy",
+      scoring_func="softmax", norm_topk_prob=False, routed_scaling_factor=1.0):
+    _moe_route_checks(router_logits, e_score_correction_bias, top_k, n_group, topk_group, topk_method,
+                      scoring_func)
+    N = router_logits.shape[0]
+    return (router_logits.new_empty(N, top_k, dtype=torch.int64),
+            router_logits.new_empty(N, top_k, dtype=torch.float32))
+
+
+# -- fused MoE: vLLM's fused_experts ---------------------------------------------------------------
+
+def _scale_shape(rows: int, cols: int, block: int) -> tuple[int, int]:
+    return -(-rows // block), -(-cols // block)
+
+
+def _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, block_size):
+    op = "fused_moe"
+    check(op, "hidden_states", hidden_states, dtypes=FLOATS, rank=2)
+    M, H = hidden_states.shape
+    dev = hidden_states.device
+    fp8 = w13_scale is not None or w2_scale is not None
+    wdt = (E4M3,) if fp8 else (hidden_states.dtype,)
+    check(op, "w13", w13, dtypes=wdt, rank=3, device=dev)
+    E, I2 = w13.shape[0], w13.shape[1]
+    if w13.shape[2] != H or I2 % 2:
+        raise InputError(f"dsc.ops.fused_moe: w13 must have shape [E, 2 * intermediate, {H}] (gate rows, then up), "
+                         f"got {list(w13.shape)}")
+    check(op, "w2", w2, dtypes=wdt, shape=(E, H, I2 // 2), device=dev)
+    check(op, "topk_ids", topk_ids, dtypes=(torch.int32, torch.int64), rank=2, device=dev)
+    if topk_ids.shape[0] != M:
+        raise InputError(f"dsc.ops.fused_moe: topk_ids must have shape [{M}, top_k], got {list(topk_ids.shape)}")
+    check(op, "topk_weights", topk_weights, dtypes=(torch.float32,), shape=tuple(topk_ids.shape), device=dev)
+    if fp8:
+        if w13_scale is None or w2_scale is None:
+            raise InputError("dsc.ops.fused_moe: FP8 experts need both w13_scale and w2_scale")
+        check(op, "w13_scale", w13_scale, dtypes=(torch.float32,), shape=(E, *_scale_shape(I2, H, block_size)),
+              device=dev)
+        check(op, "w2_scale", w2_scale, dtypes=(torch.float32,), shape=(E, *_scale_shape(H, I2 // 2, block_size)),
+              device=dev)
+
+
+@torch.library.custom_op("dsc::fused_moe", mutates_args=())
+def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: Tensor, topk_ids: Tensor,
+              w13_scale: Optional[Tensor] = None, w2_scale: Optional[Tensor] = None, block_size: int = 128,
+              act_quant: bool = True) -> Tensor:
+    """The routed experts of a DeepSeekMoE layer (vLLM's fused_experts contract):
+    sum over k of topk_weights[:, k] * down(silu(gate(x)) * up(x)) for expert
+    topk_ids[:, k].
+
+    hidden_states [M, H]; w13 [E, 2I, H] (each expert's gate rows, then its up rows,
+    transformers 5's gate_up_proj); w2 [E, H, I]; topk_weights [M, K] float32; topk_ids
+    [M, K] int32 or int64. FP8 experts: w13 and w2 in float8_e4m3fn with block scales
+    w13_scale [E, ceil(2I/b), ceil(H/b)] and w2_scale [E, ceil(H/b), ceil(I/b)], b =
+    block_size; act_quant also quantizes the activations per token per b channels (FP8
+    tensor cores on sm_89+; off for weight-only FP8 on A100). Returns [M, H] in
+    hidden_states' dtype. Tokens are sorted by expert, run as grouped GEMMs with SiLU*up
+    fused, and combined in a fixed order (deterministic).
+    """
+    _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, block_size)
+    from dsc.codegen.triton import fused_moe as kernels
+
+    ids = topk_ids.to(torch.int64)
+    inter = w13.shape[1] // 2
+    slots = kernels.align(ids, w13.shape[0], EXPERT_BLOCK)
+    fp8 = dict(act_quant=act_quant, scale_block=block_size) if w13_scale is not None else {}
+    h = kernels.grouped_gemm(hidden_states, slots, ids, w13[:, :inter], w13[:, inter:], None, gather=True,
+                             block=EXPERT_BLOCK, scales=w13_scale, up_offset=inter, **fp8)
+    y = kernels.grouped_gemm(h, slots, ids, w2, None, topk_weights, gather=False, block=EXPERT_BLOCK,
+                             scales=w2_scale, **fp8)
+    return kernels.combine(y, slots, ids, hidden_states.dtype)
+
+
+@fused_moe.register_fake
+def _(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=None, block_size=128,
+      act_quant=True):
+    _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, block_size)
+    return torch.empty_like(hidden_states)
+
+
+# -- FP8: block quantization and the block-scaled GEMM ---------------------------------------------
+
+def _fp8_quant_checks(x, block_n, block_k):
+    check("fp8_quant", "x", x, dtypes=FLOATS)
+    if x.dim() < 2:
+        raise InputError(f"dsc.ops.fp8_quant: x must have at least 2 dims [..., N, K], got shape {list(x.shape)}")
+    if block_n < 1 or block_k < 1:
+        raise InputError(f"dsc.ops.fp8_quant: block_n and block_k must be positive, got {block_n}, {block_k}")
+
+
+@torch.library.custom_op("dsc::fp8_quant", mutates_args=())
+def fp8_quant(x: Tensor, block_n: int = 128, block_k: int = 128) -> tuple[Tensor, Tensor]:
+    """x [..., N, K] -> (q float8_e4m3fn [..., N, K], scale float32 [..., ceil(N/block_n),
+    ceil(K/block_k)]) with x ≈ q * scale tile by tile: DeepSeek-V3's scheme, each scale
+    mapping its tile's largest magnitude to 448. Weights use 128 x 128 tiles;
+    activations (per token per 128 channels) block_n=1, block_k=128.
+
+    PyTorch tensor ops (dsc.ir.ops.fp8, the IR's reference), on any device: a
+    quantization is a memory-bound pass that torch already does at bandwidth.
+    """
+    _fp8_quant_checks(x, block_n, block_k)
+    from dsc.ir.ops.fp8 import quantize, tile_scales
+
+    s = tile_scales(x, (block_n, block_k))
+    return quantize(x, s, (block_n, block_k)), s
+
+
+@fp8_quant.register_fake
+def _(x, block_n=128, block_k=128):
+    _fp8_quant_checks(x, block_n, block_k)
+    *lead, n, k = x.shape
+    return (x.new_empty(x.shape, dtype=E4M3),
+            x.new_empty(*lead, -(-n // block_n), -(-k // block_k), dtype=torch.float32))
+
+
+def _fp8_gemm_checks(x, weight, weight_scale, block_size):
+    check("fp8_gemm", "x", x, dtypes=FLOATS)
+    if x.dim() < 1:
+        raise InputError("dsc.ops.fp8_gemm: x must have at least one dim [..., K]")
+    check("fp8_gemm", "weight", weight, dtypes=(E4M3,), rank=2, device=x.device)
+    N, K = weight.shape
+    if x.shape[-1] != K:
+        raise InputError(f"dsc.ops.fp8_gemm: x's last dim {x.shape[-1]} must equal weight's in features {K}")
+    check("fp8_gemm", "weight_scale", weight_scale, dtypes=(torch.float32,), shape=_scale_shape(N, K, block_size),
+          device=x.device)
+
+
+@torch.library.custom_op("dsc::fp8_gemm", mutates_args=())
+def fp8_gemm(x: Tensor, weight: Tensor, weight_scale: Tensor, act_quant: bool = True,
+             block_size: int = 128) -> Tensor:
+    """x [..., K] @ dequant(weight [N, K] float8_e4m3fn, weight_scale [ceil(N/b), ceil(K/b)])ᵀ
+    with b = block_size, accumulated in float32, returned in x's dtype. act_quant
+    quantizes x per token per b channels in the GEMM's prologue (DeepSeek-V3's FP8
+    inference, FP8 tensor cores); without it the weights are upcast (weight-only FP8).
+    """
+    _fp8_gemm_checks(x, weight, weight_scale, block_size)
+    from dsc.codegen.triton.fp8_gemm import fp8_linear
+
+    return fp8_linear(x, weight, weight_scale, act_quant=act_quant, block=block_size)
+
+
+@fp8_gemm.register_fake
+def _(x, weight, weight_scale, act_quant=True, block_size=128):
+    _fp8_gemm_checks(x, weight, weight_scale, block_size)
+    return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+
+OPS = (mla_decode, mla_prefill, moe_route, fused_moe, fp8_quant, fp8_gemm)

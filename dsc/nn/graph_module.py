@@ -14,6 +14,7 @@ from dsc.ir.graph import Graph
 from dsc.ir.types import DType, dtype as ir_dtype, to_torch
 from dsc.ir.roofline import MACHINES
 from dsc.passes import PassContext, PassManager, resolve_pipeline
+from dsc.nn.layer_op import register
 from dsc.runtime import make_runner
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -71,6 +72,7 @@ class GraphModule(torch.nn.Module):
         self.pass_manager = PassManager(resolve_pipeline(passes), PassContext(target=self.target))
         self.graph: Graph = self.pass_manager.run(graph_for(cfg, ir_dtype(self.dtype)))
         self._runner = make_runner(self.graph, backend)
+        self._op_key = register(self)  # how the layer ops (dsc::mla_layer, dsc::moe_layer) find this module
         self._hooks: list[Callable] = []
         # Weights live on the meta device until loaded: building a module for a model
         # larger than this machine costs nothing, and running one unloaded is an error.
@@ -184,16 +186,26 @@ class GraphModule(torch.nn.Module):
         if x.device.type != self.device.type:
             raise InputError(f"{name}: expected a tensor on {self.device}, got one on {x.device}")
 
-    def _run(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        weights = self.weights()
-        unloaded = [n for n in self._shapes if weights[n].is_meta]
+    def _weight_list(self) -> list[torch.Tensor]:
+        """The weights a call reads, in `_weight_names` order: the layer op's arguments."""
+        return [self._param(name) for name in self._weight_names()]
+
+    def _weight_names(self) -> list[str]:
+        return [*self._shapes, *self._folded]
+
+    def _check_loaded(self) -> None:
+        unloaded = [n for n in self._shapes if self._param(n).is_meta]
         if unloaded:
             raise WeightError(f"{type(self).__name__} has no weights for {', '.join(unloaded)}: "
                               f"call load_state_dict first")
+
+    def _execute(self, inputs: dict[str, torch.Tensor], weights: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run the compiled graph (what the layer ops of layer_op.py call)."""
+        named = dict(zip(self._weight_names(), weights))
         with torch.no_grad():
             if self._hooks:
-                return self._runner(inputs, weights, hook=self._hooks[-1])
-            return self._runner(inputs, weights)
+                return self._runner(inputs, named, hook=self._hooks[-1])
+            return self._runner(inputs, named)
 
     @contextlib.contextmanager
     def launch_hook(self, hook: Callable):

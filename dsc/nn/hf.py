@@ -62,3 +62,30 @@ def to_hf5_experts(cfg: Config, sd: dict) -> dict:
         [torch.cat([sd[f"experts.{i}.gate_proj.weight"], sd[f"experts.{i}.up_proj.weight"]]) for i in range(n)])
     out["experts.down_proj"] = torch.stack([sd[f"experts.{i}.down_proj.weight"] for i in range(n)])
     return out
+
+
+def hf_causal_lm(cfg: Config, num_hidden_layers: int = 2, first_k_dense_replace: int = 1, vocab_size: int = 64,
+                 seed: int = 0, std: float = 0.2, dtype: torch.dtype = torch.float32):
+    """A small random DeepseekV2ForCausalLM / DeepseekV3ForCausalLM with cfg's layers (the
+    first first_k_dense_replace of them dense), eval mode. Weights ~ N(0, std), norms
+    ~ 1 + N(0, std), the noaux_tc bias ~ N(0, std / 2): large enough that greedy
+    decoding is not a sequence of near-ties (transformers' own init, std 0.02, is)."""
+    tf = _transformers()
+    hc = hf_config(cfg)
+    hc.num_hidden_layers = num_hidden_layers
+    hc.first_k_dense_replace = first_k_dense_replace
+    hc.vocab_size = vocab_size
+    hc.intermediate_size = 2 * cfg.moe_intermediate_size
+    hc.pad_token_id, hc.bos_token_id, hc.eos_token_id = None, None, None  # generate runs its full length
+    cls = tf.DeepseekV2ForCausalLM if cfg.model_type == "deepseek_v2" else tf.DeepseekV3ForCausalLM
+    model = cls(hc).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in [*model.named_parameters(), *model.named_buffers()]:
+            if name.endswith("e_score_correction_bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * std / 2)
+            elif name.endswith("norm.weight"):
+                p.copy_(1 + torch.randn(p.shape, generator=g) * std)
+            elif p.is_floating_point() and "rotary" not in name:
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model.to(dtype)

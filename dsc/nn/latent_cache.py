@@ -57,11 +57,7 @@ class LatentCache:
 
     def check_room(self, new_tokens: int) -> None:
         """Raise CacheError, changing nothing, if any row cannot take new_tokens more."""
-        full = [(b, n) for b, n in enumerate(self.lengths()) if n + new_tokens > self.max_seq_len]
-        if full:
-            rows = ", ".join(f"row {b} holds {n}" for b, n in full)
-            raise CacheError(f"cache full: appending {new_tokens} token(s) would pass max_seq_len "
-                             f"{self.max_seq_len} ({rows}); the cache is unchanged")
+        check_room(self.seqlens, self.max_seq_len, new_tokens)
 
     def advance(self, new_tokens: int) -> None:
         self.seqlens += new_tokens
@@ -75,5 +71,29 @@ class LatentCache:
             raise CacheError(f"truncate: lengths {want.tolist()} must lie in 0..{self.lengths()} row by row")
         self.seqlens.copy_(want)
 
+    def resized(self, rows: torch.Tensor, max_seq_len: int) -> "LatentCache":
+        """A new cache whose row i is a copy of this cache's row rows[i] (rows may repeat,
+        drop or reorder rows: beam search), with room for max_seq_len tokens per row."""
+        rows = rows.to(device=self.block_table.device, dtype=torch.long)
+        held = int(self.seqlens.max()) if self.seqlens.numel() else 0
+        if max_seq_len < held:
+            raise CacheError(f"resized: max_seq_len {max_seq_len} is below the {held} tokens a row holds")
+        new = LatentCache.allocate(rows.shape[0], max_seq_len, self.page_size, self.row_width, self.pages.dtype,
+                                   self.pages.device)
+        kept = min(self.block_table.shape[1], new.block_table.shape[1])
+        new.pages[new.block_table[:, :kept].long()] = self.pages[self.block_table[rows, :kept].long()]
+        new.seqlens.copy_(self.seqlens[rows])
+        return new
+
     def reset(self) -> None:
         self.seqlens.zero_()
+
+
+def check_room(seqlens: torch.Tensor, max_seq_len: int, new_tokens: int) -> None:
+    """Raise CacheError if a row holding seqlens[b] tokens cannot take new_tokens more
+    (reads the lengths on the host)."""
+    full = [(b, n) for b, n in enumerate(seqlens.tolist()) if n + new_tokens > max_seq_len]
+    if full:
+        rows = ", ".join(f"row {b} holds {n}" for b, n in full)
+        raise CacheError(f"cache full: appending {new_tokens} token(s) would pass max_seq_len "
+                         f"{max_seq_len} ({rows}); the cache is unchanged")

@@ -62,9 +62,7 @@ class MLA(GraphModule):
             raise InputError(f"cache: built for rows of {cache.row_width} x {cache.pages.dtype} in pages of "
                              f"{cache.page_size} on {cache.pages.device}; this module needs "
                              f"{want[0]} x {want[1]} in pages of {self.page_size} on {self.device}")
-        cache.check_room(T)
-        out = self._run({"x": x, "positions": positions, "cache": cache.pages, "block_table": cache.block_table,
-                         "cache_seqlens": cache.seqlens})
-        cache.pages = out["cache"]
-        cache.advance(T)
-        return out["out"]
+        self._check_loaded()
+        # one opaque op (see layer_op.py): checks the cache's room, appends, advances the lengths
+        return torch.ops.dsc.mla_layer(x, positions, cache.pages, cache.block_table, cache.seqlens,
+                                       self._weight_list(), self._op_key, cache.max_seq_len)

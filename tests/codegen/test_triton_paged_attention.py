@@ -65,11 +65,11 @@ def test_more_splits_than_cached_blocks_leaves_empty_splits_harmless():
 
 
 @pytest.mark.parametrize("bad, message", [
-    (lambda q, c, t, n: (q[0], c, t, n), "q must be"),
-    (lambda q, c, t, n: (q, c[..., :-1], t, n), "cache must be"),
-    (lambda q, c, t, n: (q, c.double(), t, n), "cache dtype"),
+    (lambda q, c, t, n: (q[0], c, t, n), "q must have 4 dims"),
+    (lambda q, c, t, n: (q, c[..., :-1], t, n), "kv_cache must have shape"),
+    (lambda q, c, t, n: (q, c.double(), t, n), "kv_cache must be float32"),
     (lambda q, c, t, n: (q, c, t.long(), n), "block_table must be int32"),
-    (lambda q, c, t, n: (q, c, t, n[:1]), "cache_seqlens must be int32"),
+    (lambda q, c, t, n: (q, c, t, n[:1]), "cache_seqlens must have shape"),
     (lambda q, c, t, n: (q, c, t, n + 10_000), "cache_seqlens must lie in"),
 ])
 def test_bad_inputs_are_named(bad, message):

@@ -16,10 +16,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dsc.config import Config, Yarn
+from dsc.config import Config
 from dsc.nn import MLA, MoE, random_checkpoint
 from dsc.passes.fp8 import error_bound
-from strategies import fp8_configs, seeds
+from strategies import fp8_configs, hf_configs, seeds
 from util import COMPILED_BACKENDS, F32_TOL, assert_close
 
 transformers = pytest.importorskip("transformers")
@@ -28,41 +28,6 @@ from transformers import DynamicCache  # noqa: E402
 from dsc.nn.hf import causal_mask, hf_modules, to_hf5_experts  # noqa: E402
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
-
-
-@st.composite
-def hf_configs(draw, version):
-    """Configs inside HF's valid region, YaRN included (both mscales given, as HF needs)."""
-    yarn = None
-    if draw(st.booleans()):
-        m = draw(st.sampled_from([0.707, 1.0]))
-        yarn = Yarn(factor=draw(st.sampled_from([4.0, 40.0])), original_max_position_embeddings=64,
-                    mscale=m, mscale_all_dim=draw(st.sampled_from([m, 0.5])))
-    n_group = draw(st.sampled_from([1, 2, 4]))
-    per_group = draw(st.integers(2, 4))
-    if version == 2:
-        method = draw(st.sampled_from(["greedy", "group_limited_greedy"]))
-        router = dict(scoring_func="softmax", topk_method=method, norm_topk_prob=False)
-        interleave = True
-    else:
-        method = "noaux_tc"
-        router = dict(scoring_func="sigmoid", topk_method=method, norm_topk_prob=draw(st.booleans()))
-        interleave = draw(st.booleans())
-    topk_group = draw(st.integers(1, n_group))
-    reachable = n_group * per_group if method == "greedy" else topk_group * per_group
-    top_k = draw(st.integers(2 if router["norm_topk_prob"] else 1, max(2, reachable)))
-    top_k = min(top_k, reachable)
-    if router["norm_topk_prob"] and top_k == 1:
-        router["norm_topk_prob"] = False
-    return Config(
-        model_type=f"deepseek_v{version}", hidden_size=draw(st.sampled_from([32, 64])),
-        num_attention_heads=draw(st.sampled_from([1, 2, 4])),  # HF V2 wants hidden % heads == 0
-        q_lora_rank=draw(st.sampled_from([None, 16])),
-        kv_lora_rank=draw(st.sampled_from([16, 32])), qk_nope_head_dim=draw(st.sampled_from([8, 16])),
-        qk_rope_head_dim=draw(st.sampled_from([4, 8])), v_head_dim=draw(st.sampled_from([8, 16])),
-        rope_scaling=yarn, rope_interleave=interleave, n_routed_experts=n_group * per_group,
-        n_shared_experts=draw(st.integers(1, 2)), num_experts_per_tok=top_k, moe_intermediate_size=16,
-        n_group=n_group, topk_group=topk_group, routed_scaling_factor=draw(st.sampled_from([1.0, 2.5])), **router)
 
 
 FP8_PIPELINE = ["absorb", "fuse_experts", "fp8", "fp8_kv", "fold", "cse", "dce"]
