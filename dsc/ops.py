@@ -49,8 +49,8 @@ def check(op: str, name: str, t, *, dtypes: Sequence[torch.dtype] | None = None,
         bad(f"must be on {device} (with the other inputs), got {t.device}")
 
 
-def _check_lengths(op: str, name: str, lengths: Tensor, lo: int, hi: int, what: str) -> None:
-    """A host read of per-row lengths (a device sync: the `validate` flags turn it off)."""
+def _check_range(op: str, name: str, lengths: Tensor, lo: int, hi: int, what: str) -> None:
+    """A host read of lengths or indices (a device sync: the `validate` flags turn it off)."""
     if lengths.numel():
         got_lo, got_hi = int(lengths.min()), int(lengths.max())
         if got_lo < lo or got_hi > hi:
@@ -88,7 +88,7 @@ def mla_decode(q: Tensor, kv_cache: Tensor, block_table: Tensor, cache_seqlens: 
     """
     _mla_decode_checks(q, kv_cache, block_table, cache_seqlens, head_dim_v)
     if validate:
-        _check_lengths("mla_decode", "cache_seqlens", cache_seqlens, q.shape[1], block_table.shape[1] *
+        _check_range("mla_decode", "cache_seqlens", cache_seqlens, q.shape[1], block_table.shape[1] *
                        kv_cache.shape[1], "the query tokens are already in the cache; a row's block table holds "
                        "the upper bound")
     from dsc.codegen.triton.paged_attention import paged_mla_attention
@@ -133,7 +133,7 @@ def mla_prefill(q: Tensor, k: Tensor, v: Tensor, seqlens: Tensor, softmax_scale:
     """
     _mla_prefill_checks(q, k, v, seqlens)
     if validate:
-        _check_lengths("mla_prefill", "seqlens", seqlens, q.shape[1], k.shape[1],
+        _check_range("mla_prefill", "seqlens", seqlens, q.shape[1], k.shape[1],
                        "each row holds its query tokens and at most k's length")
     from dsc.codegen.triton.dense_attention import flash_attention
 
@@ -166,6 +166,9 @@ def _moe_route_checks(router_logits, e_score_correction_bias, top_k, n_group, to
     if n_group < 1 or E % n_group or not 1 <= topk_group <= n_group:
         raise InputError(f"dsc.ops.moe_route: n_group {n_group} must divide the {E} experts and topk_group "
                          f"{topk_group} lie in 1..n_group")
+    if topk_method == "noaux_tc" and E // n_group < 2:
+        raise InputError(f"dsc.ops.moe_route: noaux_tc scores a group by its top two experts, so needs at least "
+                         f"2 experts per group; {E} experts in {n_group} groups have {E // n_group}")
     reachable = E if topk_method == "greedy" else topk_group * (E // n_group)
     if not 1 <= top_k <= reachable:
         raise InputError(f"dsc.ops.moe_route: top_k must lie in 1..{reachable} (the experts it can reach), "
@@ -211,6 +214,12 @@ def _scale_shape(rows: int, cols: int, block: int) -> tuple[int, int]:
     return -(-rows // block), -(-cols // block)
 
 
+def _check_block(op: str, block_size: int) -> None:
+    """The scale block is a K step of the GEMM kernels: a power of two, 16 or more."""
+    if block_size < 16 or block_size & (block_size - 1):
+        raise InputError(f"dsc.ops.{op}: block_size must be a power of two >= 16, got {block_size}")
+
+
 def _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, block_size):
     op = "fused_moe"
     check(op, "hidden_states", hidden_states, dtypes=FLOATS, rank=2)
@@ -229,6 +238,7 @@ def _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale,
         raise InputError(f"dsc.ops.fused_moe: topk_ids must have shape [{M}, top_k], got {list(topk_ids.shape)}")
     check(op, "topk_weights", topk_weights, dtypes=(torch.float32,), shape=tuple(topk_ids.shape), device=dev)
     if fp8:
+        _check_block(op, block_size)
         if w13_scale is None or w2_scale is None:
             raise InputError("dsc.ops.fused_moe: FP8 experts need both w13_scale and w2_scale")
         check(op, "w13_scale", w13_scale, dtypes=(torch.float32,), shape=(E, *_scale_shape(I2, H, block_size)),
@@ -240,7 +250,7 @@ def _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale,
 @torch.library.custom_op("dsc::fused_moe", mutates_args=())
 def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: Tensor, topk_ids: Tensor,
               w13_scale: Optional[Tensor] = None, w2_scale: Optional[Tensor] = None, block_size: int = 128,
-              act_quant: bool = True) -> Tensor:
+              act_quant: bool = True, validate: bool = True) -> Tensor:
     """The routed experts of a DeepSeekMoE layer (vLLM's fused_experts contract):
     sum over k of topk_weights[:, k] * down(silu(gate(x)) * up(x)) for expert
     topk_ids[:, k].
@@ -252,9 +262,12 @@ def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: Tens
     block_size; act_quant also quantizes the activations per token per b channels (FP8
     tensor cores on sm_89+; off for weight-only FP8 on A100). Returns [M, H] in
     hidden_states' dtype. Tokens are sorted by expert, run as grouped GEMMs with SiLU*up
-    fused, and combined in a fixed order (deterministic).
+    fused, and combined in a fixed order (deterministic). validate checks on the host that
+    every id names an expert (expert-parallel -1 ids are not supported).
     """
     _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, block_size)
+    if validate:
+        _check_range("fused_moe", "topk_ids", topk_ids, 0, w13.shape[0] - 1, "expert indices")
     from dsc.codegen.triton import fused_moe as kernels
 
     ids = topk_ids.to(torch.int64)
@@ -270,7 +283,7 @@ def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: Tens
 
 @fused_moe.register_fake
 def _(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=None, block_size=128,
-      act_quant=True):
+      act_quant=True, validate=True):
     _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, block_size)
     return torch.empty_like(hidden_states)
 
@@ -312,6 +325,7 @@ def _(x, block_n=128, block_k=128):
 
 def _fp8_gemm_checks(x, weight, weight_scale, block_size):
     check("fp8_gemm", "x", x, dtypes=FLOATS)
+    _check_block("fp8_gemm", block_size)
     if x.dim() < 1:
         raise InputError("dsc.ops.fp8_gemm: x must have at least one dim [..., K]")
     check("fp8_gemm", "weight", weight, dtypes=(E4M3,), rank=2, device=x.device)

@@ -25,7 +25,6 @@ dsc's MLA attends to every cached token of a row) and caches other than DynamicC
 from __future__ import annotations
 
 import logging
-import weakref
 
 import torch
 
@@ -43,11 +42,14 @@ MIN_CAPACITY = 256  # tokens per row a layer's latent cache starts with; it doub
 
 def patch(model: torch.nn.Module, backend: str = "reference", passes="default", *, target: str | None = None):
     """Swap the attention and MoE modules of a transformers DeepseekV2/DeepseekV3 model
-    (ForCausalLM, the bare Model, or any module holding its decoder layers) for dsc's,
-    in place, in the model's dtype and on its device. Returns the model.
+    (a ForCausalLM or the bare Model: a module with a DeepSeek `config`) for dsc's, in
+    place, each in its layer's dtype and on its layer's device (so a model split across
+    GPUs by device_map stays split). Returns the model.
 
-    backend and passes: as for dsc.nn.MLA. Anything that is not a DeepSeek model, or a
-    config dsc cannot run, is refused with a DscError and the model left unchanged.
+    backend and passes: as for dsc.nn.MLA. Anything that is not a DeepSeek model, a
+    config dsc cannot run, weights still on the meta device (offloaded) or in a layout
+    dsc does not load (FP8 checkpoints with weight_scale_inv) are refused with a DscError
+    and the model left unchanged.
     """
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
@@ -64,12 +66,14 @@ def patch(model: torch.nn.Module, backend: str = "reference", passes="default", 
     for why in hf_divergences(cfg):
         log.warning("dsc.integrations.hf.patch: %s; dsc follows DeepSeek's modeling code, so the patched model "
                     "differs from the unpatched one here", why)
-    weight = next(model.parameters())
-    dtype, device = weight.dtype, weight.device
-
     # build every replacement first: a failure leaves the model as it was
     swaps = []
     for layer in layers:
+        weight = layer.self_attn.kv_b_proj.weight
+        if weight.is_meta:
+            raise ConfigError(f"dsc.integrations.hf.patch: layer {layer.self_attn.layer_idx}'s weights are on the "
+                              f"meta device (offloaded); load them first. The model is unchanged")
+        dtype, device = weight.dtype, weight.device
         mla = MLA(cfg, backend=backend, passes=passes, dtype=dtype, device=device, target=target)
         mla.load_state_dict(layer.self_attn.state_dict())
         swaps.append((layer, "self_attn", PatchedAttention(mla, layer.self_attn.layer_idx)))
@@ -79,7 +83,9 @@ def patch(model: torch.nn.Module, backend: str = "reference", passes="default", 
             swaps.append((layer, "mlp", moe))
     for layer, name, module in swaps:
         setattr(layer, name, module)
-    model.register_forward_pre_hook(_refuse_padding, with_kwargs=True)
+    # on the module that runs the layers, so calling the inner model directly is checked too
+    runner = next(m for m in model.modules() if any(child is layers[0] for child in getattr(m, "layers", ())))
+    runner.register_forward_pre_hook(_refuse_padding, with_kwargs=True)
     return model
 
 
@@ -106,21 +112,27 @@ def hf_divergences(cfg: Config) -> list[str]:
 
 
 def _refuse_padding(module, args, kwargs):
-    mask = kwargs.get("attention_mask")
+    mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
     if isinstance(mask, torch.Tensor) and mask.dim() == 2 and bool((mask == 0).any()):
         raise InputError("dsc-patched model: padded batches (an attention_mask with zeros) are not supported: "
                          "dsc's MLA attends to every token a row holds; run rows of equal length, or one at a time")
 
 
+def _row_marks(batch: int, tokens: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Placeholder keys and values [batch, 1, tokens, 1] int32: each token's dsc row."""
+    rows = torch.arange(batch, dtype=torch.int32, device=device).view(batch, 1, 1, 1)
+    marks = rows.expand(batch, 1, tokens, 1).contiguous()
+    return marks, marks.clone()
+
+
 class PatchedAttention(torch.nn.Module):
-    """A transformers DeepSeek attention layer's interface over dsc.nn.MLA."""
+    """A transformers DeepSeek attention layer's interface over dsc.nn.MLA. It returns no
+    attention weights (output_attentions gives none for these layers)."""
 
     def __init__(self, mla: MLA, layer_idx: int):
         super().__init__()
         self.mla = mla
         self.layer_idx = layer_idx
-        # one dsc latent cache per transformers Cache object this layer has seen
-        self._latents: "weakref.WeakKeyDictionary[object, LatentCache]" = weakref.WeakKeyDictionary()
 
     def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None,
                 past_key_values=None, position_ids: torch.Tensor | None = None, **kwargs):
@@ -135,33 +147,38 @@ class PatchedAttention(torch.nn.Module):
             positions = position_ids.to(torch.int64).expand(B, T)
         out = self.mla(hidden_states, positions.to(hidden_states.device).contiguous(), latent)
         if past_key_values is not None:
-            rows = torch.arange(B, dtype=torch.int32, device=hidden_states.device)
-            mark = rows.view(B, 1, 1, 1).expand(B, 1, T, 1).contiguous()
-            past_key_values.update(mark, mark, self.layer_idx)
+            past_key_values.update(*_row_marks(B, T, hidden_states.device), self.layer_idx)
+            # the dsc cache rides on transformers' layer: a deepcopy of the Cache (a reused
+            # prompt cache) copies it too
+            past_key_values.layers[self.layer_idx].dsc_latent = latent
         return out, None
 
     def _synced(self, cache, B: int, T: int) -> LatentCache:
         """This layer's dsc cache for transformers' `cache`, its rows rearranged and
         lengths cut to match what transformers did to its own since the last call."""
-        layers = getattr(cache, "layers", None)
-        if layers is None or (self.layer_idx < len(layers) and not hasattr(layers[self.layer_idx], "keys")):
-            raise DscError(f"dsc-patched attention: supports transformers' DynamicCache, got {type(cache).__name__}")
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        layers = cache.layers if isinstance(cache, DynamicCache) else None
+        if layers is None or getattr(cache, "offloading", False) or (
+                self.layer_idx < len(layers) and type(layers[self.layer_idx]) is not DynamicLayer):
+            raise DscError(f"dsc-patched attention: supports transformers' DynamicCache without offloading, got "
+                           f"{type(cache).__name__}" + (" with offloading" if getattr(cache, "offloading", False)
+                                                          else ""))
         held = cache.get_seq_length(self.layer_idx)
-        latent = self._latents.get(cache)
-        if held == 0:
-            latent = None
-        elif latent is None:
+        latent = getattr(layers[self.layer_idx], "dsc_latent", None) if held else None
+        if held and latent is None:
             raise DscError("dsc-patched attention: this cache was filled by unpatched attention; start a new one")
-        else:
-            keys = layers[self.layer_idx].keys
-            source = keys[:, 0, -1, 0].long().to(latent.seqlens.device)
-            lengths = latent.seqlens.index_select(0, source)
-            if bool((lengths < held).any()):
+        if latent is not None:
+            layer = layers[self.layer_idx]
+            source = layer.keys[:, 0, -1, 0].long().to(latent.seqlens.device)  # each row's dsc row
+            if bool((latent.seqlens.index_select(0, source) < held).any()):
                 raise DscError("dsc-patched attention: the cache holds tokens dsc never saw; start a new one")
-            identity = source.shape[0] == latent.batch_size and bool(
-                (source == torch.arange(latent.batch_size, device=source.device)).all())
-            if not identity:
+            if source.shape[0] != latent.batch_size or not bool(
+                    (source == torch.arange(latent.batch_size, device=source.device)).all()):
                 latent = latent.resized(source, latent.max_seq_len)
+                # every placeholder now names the new rows, so a later crop reads them right
+                layer.keys, layer.values = _row_marks(source.shape[0], held, layer.keys.device)
             if bool((latent.seqlens != held).any()):
                 latent.truncate([held] * latent.batch_size)
         need = held + T
@@ -169,7 +186,6 @@ class PatchedAttention(torch.nn.Module):
             latent = self.mla.new_cache(B, max(MIN_CAPACITY, need))
         elif need > latent.max_seq_len:
             latent = latent.resized(torch.arange(B, device=latent.seqlens.device), max(2 * latent.max_seq_len, need))
-        self._latents[cache] = latent
         return latent
 
     def extra_repr(self) -> str:

@@ -8,6 +8,7 @@ from dsc.builders.mla import PAGE_SIZE, build_mla
 from dsc.config import Config
 from dsc.errors import InputError
 from dsc.ir.types import to_torch
+from dsc.nn import layer_op
 from dsc.nn.graph_module import GraphModule
 from dsc.nn.latent_cache import LatentCache
 
@@ -64,5 +65,6 @@ class MLA(GraphModule):
                              f"{want[0]} x {want[1]} in pages of {self.page_size} on {self.device}")
         self._check_loaded()
         # one opaque op (see layer_op.py): checks the cache's room, appends, advances the lengths
-        return torch.ops.dsc.mla_layer(x, positions, cache.pages, cache.block_table, cache.seqlens,
-                                       self._weight_list(), self._op_key, cache.max_seq_len)
+        call = layer_op.mla_layer if torch.compiler.is_compiling() else layer_op.run_mla
+        return call(x, positions, cache.pages, cache.block_table, cache.seqlens, self._weight_list(), self._op_key,
+                    cache.max_seq_len)

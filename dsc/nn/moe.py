@@ -7,6 +7,7 @@ import torch
 from dsc.builders.moe import build_moe
 from dsc.config import Config
 from dsc.nn.checkpoint import moe_params_from_checkpoint
+from dsc.nn import layer_op
 from dsc.nn.graph_module import GraphModule
 
 
@@ -36,4 +37,5 @@ class MoE(GraphModule):
         if flat.shape[0] == 0:
             return x.clone()
         self._check_loaded()
-        return torch.ops.dsc.moe_layer(flat, self._weight_list(), self._op_key).reshape(x.shape)
+        call = layer_op.moe_layer if torch.compiler.is_compiling() else layer_op.run_moe  # see layer_op.py
+        return call(flat, self._weight_list(), self._op_key).reshape(x.shape)

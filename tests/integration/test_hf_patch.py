@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 
 import dsc
-from dsc.errors import ConfigError, InputError
+from dsc.errors import ConfigError, DscError, InputError
 from dsc.passes.fp8 import error_bound
 from strategies import hf_configs, seeds
 from util import BF16_TOL, COMPILED_BACKENDS, F32_TOL, assert_close
@@ -68,17 +68,55 @@ def test_beam_search_and_several_return_sequences_rearrange_the_latent_cache():
     assert torch.equal(model.generate(ids, **kw), ref.generate(ids, **kw))
 
 
+def same_through_a_cache(preset, steps, what):
+    """steps(model, cache) -> logits, run on the unpatched and the patched model, each
+    with a fresh DynamicCache: the patched logits must match."""
+    ref, model = pair(dsc.Config.preset(preset))
+    outs = [steps(m, DynamicCache(config=m.config)) for m in (ref, model)]
+    assert_close(outs[1], outs[0], F32_TOL, what)
+
+
 def test_a_cropped_cache_is_followed():
-    ref, model = pair(dsc.Config.preset("tiny-v2"))
     ids = prompt(length=8)
-    outs = []
-    for m in (ref, model):
-        cache = DynamicCache(config=m.config)
+
+    def steps(m, cache):
         m(ids, past_key_values=cache)
         cache.crop(-3)  # roll back three tokens, as assisted decoding does
-        outs.append(m(ids[:, 5:7], past_key_values=cache).logits)
+        out = m(ids[:, 5:7], past_key_values=cache).logits
         assert cache.get_seq_length() == 7
-    assert_close(outs[1], outs[0], F32_TOL, "logits after a crop")
+        return out
+    same_through_a_cache("tiny-v2", steps, "logits after a crop")
+
+
+def test_a_reorder_then_a_crop_reads_the_right_rows():
+    """After dsc rearranges its rows every placeholder names the new ones, so a crop back
+    past the rearrangement still maps each row to its own latents."""
+    ids = prompt(length=6)
+
+    def steps(m, cache):
+        m(ids, past_key_values=cache)
+        cache.reorder_cache(torch.tensor([1, 0]))
+        m(ids[:, :1], past_key_values=cache)
+        cache.crop(-1)
+        return m(ids[:, 1:3], past_key_values=cache).logits
+    same_through_a_cache("tiny-v3", steps, "logits after reorder, decode, crop")
+
+
+def test_a_copied_prompt_cache_is_reused():
+    """transformers' prompt reuse: deepcopy a prefilled cache, continue from each copy."""
+    ids = prompt(length=5)
+
+    def steps(m, prompt_cache):
+        m(ids, past_key_values=prompt_cache)
+        return torch.cat([m(ids[:, i:i + 1], past_key_values=copy.deepcopy(prompt_cache)).logits for i in range(2)])
+    same_through_a_cache("tiny-v2", steps, "logits from a copied prompt cache")
+
+
+def test_caches_other_than_dynamic_are_refused():
+    _, model = pair(dsc.Config.preset("tiny-v3"))
+    cache = transformers.StaticCache(config=model.config, max_cache_len=16)
+    with pytest.raises(DscError, match="supports transformers' DynamicCache"):
+        model(prompt(), past_key_values=cache)
 
 
 def test_the_latent_cache_grows_past_its_first_capacity(monkeypatch):
@@ -89,7 +127,7 @@ def test_the_latent_cache_grows_past_its_first_capacity(monkeypatch):
     cache = DynamicCache(config=model.config)
     got = model.generate(ids, max_new_tokens=10, do_sample=False, past_key_values=cache)
     assert torch.equal(got, want)
-    latent = model.model.layers[0].self_attn._latents[cache]
+    latent = cache.layers[0].dsc_latent
     assert latent.max_seq_len >= 12 and latent.lengths() == [12, 12]  # the last token is never fed back
 
 
@@ -159,6 +197,8 @@ def test_padded_batches_are_refused():
     mask[0, :2] = 0
     with pytest.raises(InputError, match="padded batches"):
         model(ids, attention_mask=mask)
+    with pytest.raises(InputError, match="padded batches"):
+        model.model(ids, mask)  # the inner model, the mask passed by position
     model(ids, attention_mask=torch.ones_like(ids))  # an all-ones mask is fine
 
 

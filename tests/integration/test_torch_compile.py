@@ -29,14 +29,19 @@ def _steps(cfg, batch, prefill, decode, seed):
         yield torch.randn(batch, 1, cfg.hidden_size, generator=g), torch.full((batch, 1), prefill + s)
 
 
+def loaded(cls, preset, backend, seed):
+    """(cfg, weights, module with them loaded, torch.compile(module, fullgraph=True))."""
+    cfg = dsc.Config.preset(preset)
+    sd = random_checkpoint(cfg, "mla" if cls is MLA else "moe", seed=seed)
+    module = cls(cfg, backend=backend)
+    module.load_state_dict(sd)
+    return cfg, sd, module, torch.compile(module, fullgraph=True)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("preset", ["tiny-v2", "tiny-v3"])
 def test_compiled_mla_prefill_and_decode_match_eager(preset, backend):
-    cfg = dsc.Config.preset(preset)
-    sd = random_checkpoint(cfg, "mla", seed=3)
-    mla = MLA(cfg, backend=backend)
-    mla.load_state_dict(sd)
-    compiled = torch.compile(mla, fullgraph=True)
+    cfg, sd, mla, compiled = loaded(MLA, preset, backend, seed=3)
     eager = EagerMLA(cfg, sd)
     cache, rows = mla.new_cache(2, 16), eager.new_state(2)
     for i, (x, pos) in enumerate(_steps(cfg, 2, 5, 3, seed=4)):
@@ -48,11 +53,7 @@ def test_compiled_mla_prefill_and_decode_match_eager(preset, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("preset", ["tiny-v2", "tiny-v3"])
 def test_compiled_moe_matches_eager(preset, backend):
-    cfg = dsc.Config.preset(preset)
-    sd = random_checkpoint(cfg, "moe", seed=5)
-    moe = MoE(cfg, backend=backend)
-    moe.load_state_dict(sd)
-    compiled = torch.compile(moe, fullgraph=True)
+    cfg, sd, _, compiled = loaded(MoE, preset, backend, seed=5)
     g = torch.Generator().manual_seed(6)
     for shape in [(2, 7, cfg.hidden_size), (2, 1, cfg.hidden_size), (3, cfg.hidden_size)]:  # prefill, decode
         x = torch.randn(*shape, generator=g)
