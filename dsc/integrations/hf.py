@@ -18,13 +18,17 @@ sequences, selecting rows) moves those indices too, and the next call rearranges
 rows to match; a crop shortens dsc's rows. The placeholders cost 4 bytes per token per
 layer, beside the latent's (kv_lora_rank + rope) values.
 
-Not supported (refused with a message): padded batches (an attention_mask with zeros;
-dsc's MLA attends to every cached token of a row) and caches other than DynamicCache.
+Left-padded batches (a tokenizer's padding_side="left") run each row's real tokens on
+its own: dsc's rows hold different lengths, so the padding is never cached or attended
+to, and each row's count of padding tokens is kept to line its length up with
+transformers'. Refused with a message: padding anywhere else, and caches other than a
+DynamicCache without offloading.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -67,6 +71,7 @@ def patch(model: torch.nn.Module, backend: str = "reference", passes="default", 
         log.warning("dsc.integrations.hf.patch: %s; dsc follows DeepSeek's modeling code, so the patched model "
                     "differs from the unpatched one here", why)
     # build every replacement first: a failure leaves the model as it was
+    calls = CallMask()  # the current call's 2-D attention mask, shared by the patched layers
     swaps = []
     for layer in layers:
         weight = layer.self_attn.kv_b_proj.weight
@@ -76,7 +81,7 @@ def patch(model: torch.nn.Module, backend: str = "reference", passes="default", 
         dtype, device = weight.dtype, weight.device
         mla = MLA(cfg, backend=backend, passes=passes, dtype=dtype, device=device, target=target)
         mla.load_state_dict(layer.self_attn.state_dict())
-        swaps.append((layer, "self_attn", PatchedAttention(mla, layer.self_attn.layer_idx)))
+        swaps.append((layer, "self_attn", PatchedAttention(mla, layer.self_attn.layer_idx, calls)))
         if type(layer.mlp).__name__ in ("DeepseekV2Moe", "DeepseekV3MoE"):
             moe = MoE(cfg, backend=backend, passes=passes, dtype=dtype, device=device, target=target)
             moe.load_state_dict(layer.mlp.state_dict())
@@ -85,7 +90,7 @@ def patch(model: torch.nn.Module, backend: str = "reference", passes="default", 
         setattr(layer, name, module)
     # on the module that runs the layers, so calling the inner model directly is checked too
     runner = next(m for m in model.modules() if any(child is layers[0] for child in getattr(m, "layers", ())))
-    runner.register_forward_pre_hook(_refuse_padding, with_kwargs=True)
+    runner.register_forward_pre_hook(calls.capture, with_kwargs=True)
     return model
 
 
@@ -111,11 +116,32 @@ def hf_divergences(cfg: Config) -> list[str]:
     return out
 
 
-def _refuse_padding(module, args, kwargs):
-    mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and bool((mask == 0).any()):
-        raise InputError("dsc-patched model: padded batches (an attention_mask with zeros) are not supported: "
-                         "dsc's MLA attends to every token a row holds; run rows of equal length, or one at a time")
+class CallMask:
+    """The 2-D attention mask of the model call in flight ([batch, past + new] of 1s and
+    0s), read by every patched layer: transformers hands its layers a 4-D additive mask,
+    from which the padding is not cheap to read back."""
+
+    def __init__(self):
+        self.mask: torch.Tensor | None = None
+
+    def capture(self, module, args, kwargs):
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or bool(mask.all()):
+            self.mask = None
+            return
+        # left padding only: each row's zeros, then its ones (a tokenizer's padding_side="left")
+        if bool((mask[:, 1:].int() < mask[:, :-1].int()).any()):
+            raise InputError("dsc-patched model: attention_mask has zeros after a row's tokens; only left padding "
+                             "is supported (padding_side='left')")
+        self.mask = mask.bool()
+
+
+@dataclass
+class DscRows:
+    """One layer's dsc latent cache beside a transformers cache layer, and each dsc row's
+    left-padding tokens (held by transformers' cache, never by dsc's)."""
+    latent: LatentCache
+    pads: torch.Tensor  # [batch] int64
 
 
 def _row_marks(batch: int, tokens: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,31 +155,57 @@ class PatchedAttention(torch.nn.Module):
     """A transformers DeepSeek attention layer's interface over dsc.nn.MLA. It returns no
     attention weights (output_attentions gives none for these layers)."""
 
-    def __init__(self, mla: MLA, layer_idx: int):
+    def __init__(self, mla: MLA, layer_idx: int, calls: CallMask | None = None):
         super().__init__()
         self.mla = mla
         self.layer_idx = layer_idx
+        self.calls = calls or CallMask()
 
     def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None,
                 past_key_values=None, position_ids: torch.Tensor | None = None, **kwargs):
         B, T = hidden_states.shape[:2]
         if past_key_values is None:  # no cache: the call's tokens only
-            latent = self.mla.new_cache(B, T)
+            rows = DscRows(self.mla.new_cache(B, T), torch.zeros(B, dtype=torch.int64))
         else:
-            latent = self._synced(past_key_values, B, T)
+            rows = self._synced(past_key_values, B, T)
+        latent = rows.latent
         if position_ids is None:
             positions = latent.seqlens.to(torch.int64)[:, None] + torch.arange(T, device=latent.seqlens.device)
         else:
             positions = position_ids.to(torch.int64).expand(B, T)
-        out = self.mla(hidden_states, positions.to(hidden_states.device).contiguous(), latent)
+        positions = positions.to(hidden_states.device)
+        mask = self.calls.mask
+        real = None if mask is None or mask.shape[0] != B else mask[:, -T:]
+        if real is None or bool(real.all()):
+            out = self.mla(hidden_states, positions.contiguous(), latent)
+        else:
+            out = self._left_padded(hidden_states, positions, rows, real)
         if past_key_values is not None:
             past_key_values.update(*_row_marks(B, T, hidden_states.device), self.layer_idx)
-            # the dsc cache rides on transformers' layer: a deepcopy of the Cache (a reused
+            # dsc's cache rides on transformers' layer: a deepcopy of the Cache (a reused
             # prompt cache) copies it too
-            past_key_values.layers[self.layer_idx].dsc_latent = latent
+            past_key_values.layers[self.layer_idx].dsc_rows = rows
         return out, None
 
-    def _synced(self, cache, B: int, T: int) -> LatentCache:
+    def _left_padded(self, x: torch.Tensor, positions: torch.Tensor, rows: DscRows, real: torch.Tensor):
+        """Each row's real tokens (the last ones of the call) run alone on a one-row view
+        of the cache; padding positions output zeros and are never cached."""
+        B, T = x.shape[:2]
+        latent = rows.latent
+        counts = real.sum(1).tolist()
+        started = latent.seqlens.tolist()
+        out = x.new_zeros(x.shape[0], T, x.shape[2])
+        for b, (n, held) in enumerate(zip(counts, started)):
+            if n < T and held:
+                raise InputError("dsc-patched model: padding after a row's tokens; only left padding is supported")
+            if n:
+                view = LatentCache(latent.pages, latent.block_table[b:b + 1], latent.seqlens[b:b + 1],
+                                   latent.max_seq_len)  # the lengths are a view: advancing it advances the row
+                out[b:b + 1, T - n:] = self.mla(x[b:b + 1, T - n:], positions[b:b + 1, T - n:].contiguous(), view)
+        rows.pads += torch.tensor([T - n for n in counts], dtype=torch.int64, device=rows.pads.device)
+        return out
+
+    def _synced(self, cache, B: int, T: int) -> DscRows:
         """This layer's dsc cache for transformers' `cache`, its rows rearranged and
         lengths cut to match what transformers did to its own since the last call."""
         from transformers import DynamicCache
@@ -166,27 +218,29 @@ class PatchedAttention(torch.nn.Module):
                            f"{type(cache).__name__}" + (" with offloading" if getattr(cache, "offloading", False)
                                                           else ""))
         held = cache.get_seq_length(self.layer_idx)
-        latent = getattr(layers[self.layer_idx], "dsc_latent", None) if held else None
-        if held and latent is None:
+        rows = getattr(layers[self.layer_idx], "dsc_rows", None) if held else None
+        if held and rows is None:
             raise DscError("dsc-patched attention: this cache was filled by unpatched attention; start a new one")
-        if latent is not None:
-            layer = layers[self.layer_idx]
-            source = layer.keys[:, 0, -1, 0].long().to(latent.seqlens.device)  # each row's dsc row
-            if bool((latent.seqlens.index_select(0, source) < held).any()):
-                raise DscError("dsc-patched attention: the cache holds tokens dsc never saw; start a new one")
-            if source.shape[0] != latent.batch_size or not bool(
-                    (source == torch.arange(latent.batch_size, device=source.device)).all()):
-                latent = latent.resized(source, latent.max_seq_len)
-                # every placeholder now names the new rows, so a later crop reads them right
-                layer.keys, layer.values = _row_marks(source.shape[0], held, layer.keys.device)
-            if bool((latent.seqlens != held).any()):
-                latent.truncate([held] * latent.batch_size)
-        need = held + T
-        if latent is None:
-            latent = self.mla.new_cache(B, max(MIN_CAPACITY, need))
-        elif need > latent.max_seq_len:
-            latent = latent.resized(torch.arange(B, device=latent.seqlens.device), max(2 * latent.max_seq_len, need))
-        return latent
+        if rows is None:
+            return DscRows(self.mla.new_cache(B, max(MIN_CAPACITY, T)), torch.zeros(B, dtype=torch.int64))
+        layer, latent, pads = layers[self.layer_idx], rows.latent, rows.pads
+        source = layer.keys[:, 0, -1, 0].long().to(latent.seqlens.device)  # each row's dsc row
+        if source.shape[0] != latent.batch_size or not bool(
+                (source == torch.arange(latent.batch_size, device=source.device)).all()):
+            latent, pads = latent.resized(source, latent.max_seq_len), pads[source.to(pads.device)]
+            # every placeholder now names the new rows, so a later crop reads them right
+            layer.keys, layer.values = _row_marks(source.shape[0], held, layer.keys.device)
+        want = held - pads.to(latent.seqlens.device)
+        if bool((want < 0).any()):
+            raise DscError("dsc-patched attention: the cache was cropped into a row's left padding")
+        if bool((latent.seqlens < want).any()):
+            raise DscError("dsc-patched attention: the cache holds tokens dsc never saw; start a new one")
+        if bool((latent.seqlens != want).any()):
+            latent.truncate(want)
+        if held + T > latent.max_seq_len:
+            latent = latent.resized(torch.arange(B, device=latent.seqlens.device),
+                                    max(2 * latent.max_seq_len, held + T))
+        return DscRows(latent, pads.clone())
 
     def extra_repr(self) -> str:
         return f"layer_idx={self.layer_idx}"

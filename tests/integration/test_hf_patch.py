@@ -127,7 +127,7 @@ def test_the_latent_cache_grows_past_its_first_capacity(monkeypatch):
     cache = DynamicCache(config=model.config)
     got = model.generate(ids, max_new_tokens=10, do_sample=False, past_key_values=cache)
     assert torch.equal(got, want)
-    latent = cache.layers[0].dsc_latent
+    latent = cache.layers[0].dsc_rows.latent
     assert latent.max_seq_len >= 12 and latent.lengths() == [12, 12]  # the last token is never fed back
 
 
@@ -190,14 +190,48 @@ def test_patching_twice_is_refused():
         patch(model)
 
 
-def test_padded_batches_are_refused():
+def left_padded(batch=3, length=7, seed=1):
+    """A prompt batch as a tokenizer pads it on the left: rows of 4, 7 and 6 tokens."""
+    ids = prompt(batch, length, seed)
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    mask[2, :1] = 0
+    return ids, mask
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_left_padded_batches_match(backend):
+    """Each row's real tokens run alone and the padding is never cached; transformers
+    masks it instead. Logits at real positions and greedy and beam generations match."""
+    ref, model = pair(dsc.Config.preset("tiny-v3"), backend=backend)
+    ids, mask = left_padded()
+    real = mask.bool()
+    assert_close(model(ids, attention_mask=mask).logits[real], ref(ids, attention_mask=mask).logits[real], F32_TOL,
+                 "left-padded logits")
+    for kw in (dict(max_new_tokens=5), dict(max_new_tokens=4, num_beams=2, num_return_sequences=2)):
+        want = ref.generate(ids, attention_mask=mask, do_sample=False, **kw)
+        assert torch.equal(model.generate(ids, attention_mask=mask, do_sample=False, **kw), want), kw
+
+
+def test_a_left_padded_cache_is_cropped_and_continued():
+    ids, mask = left_padded()
+    more = prompt(3, 2, seed=9)
+
+    def steps(m, cache):
+        m(ids, attention_mask=mask, past_key_values=cache)
+        cache.crop(-2)
+        return m(more, attention_mask=torch.cat([mask[:, :-2], torch.ones_like(more)], 1), past_key_values=cache).logits
+    same_through_a_cache("tiny-v2", steps, "logits after a crop of a left-padded cache")
+
+
+def test_padding_other_than_on_the_left_is_refused():
     _, model = pair(dsc.Config.preset("tiny-v3"))
     ids = prompt()
     mask = torch.ones_like(ids)
-    mask[0, :2] = 0
-    with pytest.raises(InputError, match="padded batches"):
+    mask[0, -2:] = 0  # right padding
+    with pytest.raises(InputError, match="only left padding"):
         model(ids, attention_mask=mask)
-    with pytest.raises(InputError, match="padded batches"):
+    with pytest.raises(InputError, match="only left padding"):
         model.model(ids, mask)  # the inner model, the mask passed by position
     model(ids, attention_mask=torch.ones_like(ids))  # an all-ones mask is fine
 
