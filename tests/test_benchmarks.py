@@ -41,3 +41,11 @@ def test_cpu_decode_benchmark_smoke(tmp_path):
     # the same layer on the same weights: dsc's decode step must be HF's
     assert mla["tvm"]["rel_err_vs_hf"] < 1e-4 and mla["reference"]["rel_err_vs_hf"] < 1e-4
     assert all(r["rel_err_tvm_vs_reference"] < 1e-4 and r["tvm"]["ms"] > 0 for r in report["moe"])
+
+
+def test_hf_generate_benchmark_smoke(tmp_path):
+    pytest.importorskip("transformers")
+    report = smoke_report("hf_generate.py", tmp_path, "hf-generate-smoke.json")
+    assert {"hf-eager", "dsc-reference"} <= set(report["results"])  # dsc-tvm too where TVM is installed
+    for name, rec in report["results"].items():
+        assert rec["decode_step_ms"] > 0 and rec["max_logits_rel_err"] < 1e-4, name
