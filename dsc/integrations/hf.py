@@ -165,7 +165,7 @@ class PatchedAttention(torch.nn.Module):
                 past_key_values=None, position_ids: torch.Tensor | None = None, **kwargs):
         B, T = hidden_states.shape[:2]
         if past_key_values is None:  # no cache: the call's tokens only
-            rows = DscRows(self.mla.new_cache(B, T), torch.zeros(B, dtype=torch.int64))
+            rows = self._fresh(B, T)
         else:
             rows = self._synced(past_key_values, B, T)
         latent = rows.latent
@@ -202,8 +202,11 @@ class PatchedAttention(torch.nn.Module):
                 view = LatentCache(latent.pages, latent.block_table[b:b + 1], latent.seqlens[b:b + 1],
                                    latent.max_seq_len)  # the lengths are a view: advancing it advances the row
                 out[b:b + 1, T - n:] = self.mla(x[b:b + 1, T - n:], positions[b:b + 1, T - n:].contiguous(), view)
-        rows.pads += torch.tensor([T - n for n in counts], dtype=torch.int64, device=rows.pads.device)
+        rows.pads = rows.pads + torch.tensor([T - n for n in counts], dtype=torch.int64, device=rows.pads.device)
         return out
+
+    def _fresh(self, batch: int, capacity: int) -> DscRows:
+        return DscRows(self.mla.new_cache(batch, capacity), torch.zeros(batch, dtype=torch.int64))
 
     def _synced(self, cache, B: int, T: int) -> DscRows:
         """This layer's dsc cache for transformers' `cache`, its rows rearranged and
@@ -212,17 +215,17 @@ class PatchedAttention(torch.nn.Module):
         from transformers.cache_utils import DynamicLayer
 
         layers = cache.layers if isinstance(cache, DynamicCache) else None
-        if layers is None or getattr(cache, "offloading", False) or (
+        offloading = getattr(cache, "offloading", False)
+        if layers is None or offloading or (
                 self.layer_idx < len(layers) and type(layers[self.layer_idx]) is not DynamicLayer):
             raise DscError(f"dsc-patched attention: supports transformers' DynamicCache without offloading, got "
-                           f"{type(cache).__name__}" + (" with offloading" if getattr(cache, "offloading", False)
-                                                          else ""))
+                           f"{type(cache).__name__}{' with offloading' if offloading else ''}")
         held = cache.get_seq_length(self.layer_idx)
         rows = getattr(layers[self.layer_idx], "dsc_rows", None) if held else None
         if held and rows is None:
             raise DscError("dsc-patched attention: this cache was filled by unpatched attention; start a new one")
         if rows is None:
-            return DscRows(self.mla.new_cache(B, max(MIN_CAPACITY, T)), torch.zeros(B, dtype=torch.int64))
+            return self._fresh(B, max(MIN_CAPACITY, T))
         layer, latent, pads = layers[self.layer_idx], rows.latent, rows.pads
         source = layer.keys[:, 0, -1, 0].long().to(latent.seqlens.device)  # each row's dsc row
         if source.shape[0] != latent.batch_size or not bool(
@@ -240,7 +243,7 @@ class PatchedAttention(torch.nn.Module):
         if held + T > latent.max_seq_len:
             latent = latent.resized(torch.arange(B, device=latent.seqlens.device),
                                     max(2 * latent.max_seq_len, held + T))
-        return DscRows(latent, pads.clone())
+        return DscRows(latent, pads)
 
     def extra_repr(self) -> str:
         return f"layer_idx={self.layer_idx}"

@@ -111,7 +111,7 @@ class GraphModule(torch.nn.Module):
 
     def weights(self) -> dict[str, torch.Tensor]:
         """Checkpoint weights and the folded params computed from them."""
-        return {name: self._param(name) for name in [*self._shapes, *self._folded]}
+        return {name: self._param(name) for name in self._weight_names()}
 
     @property
     def loaded(self) -> bool:

@@ -55,13 +55,6 @@ class LatentCache:
     def lengths(self) -> list[int]:
         return [int(n) for n in self.seqlens.tolist()]
 
-    def check_room(self, new_tokens: int) -> None:
-        """Raise CacheError, changing nothing, if any row cannot take new_tokens more."""
-        check_room(self.seqlens, self.max_seq_len, new_tokens)
-
-    def advance(self, new_tokens: int) -> None:
-        self.seqlens += new_tokens
-
     def truncate(self, lengths) -> None:
         """Roll rows back to the given lengths (each no longer than it is now)."""
         want = torch.as_tensor(lengths, dtype=torch.int32, device=self.seqlens.device).reshape(-1)

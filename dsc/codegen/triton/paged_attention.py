@@ -24,7 +24,6 @@ import math
 import torch
 
 from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
-from dsc.errors import InputError
 from dsc.runtime.tuned import Space
 
 SOURCE = '''
@@ -174,8 +173,6 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
     (out [B, T, H, v_dim] in q's dtype, lse [B, H, T] float32, natural log). With
     fp8_group the cache is uint8 rows in kv_pack_fp8's layout (v_dim = its rank),
     dequantized as they are loaded."""
-    if fp8_group is None:
-        _check(q, cache, block_table, lengths, v_dim)
     fp8 = {} if fp8_group is None else {"FP8_KV": True, "GROUP": fp8_group, "ROW_BYTES": cache.shape[2]}
     batch, tokens, heads, dk = q.shape
     page = cache.shape[1]
@@ -210,28 +207,6 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
     combine[(batch * rows,)](mid_o, mid_lse, out, lse, tokens, heads, DV=v_dim, SPLITS=splits,
                              BLOCK_S=next_pow2(splits), BLOCK_DV=next_pow2(v_dim))
     return out, lse
-
-
-def _check(q, cache, block_table, lengths, v_dim):
-    def bad(why):
-        raise InputError(f"paged MLA attention: {why}")
-
-    if q.dim() != 4:
-        bad(f"q must be [batch, tokens, heads, dim], got shape {tuple(q.shape)}")
-    if cache.dim() != 3 or cache.shape[2] != q.shape[3]:
-        bad(f"cache must be [pages, page_size, {q.shape[3]}] (q's width), got {tuple(cache.shape)}")
-    if cache.dtype != q.dtype:
-        bad(f"cache dtype {cache.dtype} differs from q's {q.dtype}")
-    if not 0 < v_dim <= q.shape[3]:
-        bad(f"v_dim {v_dim} must be in 1..{q.shape[3]} (a prefix of each cache row)")
-    if block_table.dim() != 2 or block_table.shape[0] != q.shape[0] or block_table.dtype != torch.int32:
-        bad(f"block_table must be int32 [{q.shape[0]}, pages per row], got {block_table.dtype} "
-            f"{tuple(block_table.shape)}")
-    if lengths.shape != (q.shape[0],) or lengths.dtype != torch.int32:
-        bad(f"cache_seqlens must be int32 [{q.shape[0]}], got {lengths.dtype} {tuple(lengths.shape)}")
-    for name, t in (("cache", cache), ("block_table", block_table), ("cache_seqlens", lengths)):
-        if t.device != q.device:
-            bad(f"{name} is on {t.device}, q on {q.device}")
 
 
 def signature(dtype: str, heads: int = 128, tokens: int = 1, page: int = 64, splits: int = 8,
