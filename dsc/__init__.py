@@ -7,12 +7,19 @@ from dsc.presets import PRESET_NAMES
 __version__ = "0.1.0"
 
 __all__ = ["Config", "Yarn", "ConfigError", "DscError", "InputError", "IRError", "ParseError", "WeightError",
-           "CacheError", "PRESET_NAMES", "nn", "__version__"]
+           "CacheError", "PRESET_NAMES", "nn", "ops", "integrations", "__version__"]
 
 
-def __getattr__(name):  # dsc.nn pulls in torch; import it only when asked for
-    if name == "nn":
-        import dsc.nn as nn
+# Subpackages that pull in torch (and, for some, triton or transformers) are imported on
+# first use, so `import dsc; dsc.integrations.hf.patch(...)` works as written while
+# `import dsc` alone stays light.
+_LAZY_SUBMODULES = ("nn", "ops", "integrations", "eager", "ir", "passes", "builders", "codegen", "runtime", "tune",
+                    "bench", "cli")
 
-        return nn
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"dsc.{name}")
     raise AttributeError(f"module 'dsc' has no attribute {name!r}")

@@ -120,15 +120,7 @@ class Config:
             if os.path.isdir(path):
                 path = os.path.join(path, "config.json")
             name = os.path.basename(os.path.dirname(os.path.abspath(path))) or path
-            try:
-                with open(path, encoding="utf-8") as f:
-                    raw = json.load(f)
-            except FileNotFoundError:
-                raise ConfigError(f"config file not found: {path}") from None
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-            except OSError as e:
-                raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+            raw = _read_json(path)
             if not isinstance(raw, dict):
                 raise ConfigError(f"{path} must hold a JSON object, not {type(raw).__name__}")
         return _from_mapping(raw, name)
@@ -151,6 +143,34 @@ def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
 
 
 # -- reading a config.json --------------------------------------------------------------
+
+# A config.json is a few KiB; a larger file is not one (and reading /dev/zero must end).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a config.json")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): "
+                          f"expected a JSON config") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not a config: its JSON nests too deeply") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ConfigError(f"{path} is not valid JSON: {e}") from None
 
 _LAYER_FIELDS = {f.name for f in dataclasses.fields(Config)} - {"name"}
 
@@ -219,6 +239,16 @@ def _is_real(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
 
 
+# Upper bounds on the sizes: far above every DeepSeek model (V3: hidden 7168, 128 heads of
+# 128 + 64, 256 experts of 2048), and low enough that every weight's byte count stays
+# within torch's int64 sizes, so an absurd value is refused here, not by an allocation.
+MAX_SIZE = {
+    "hidden_size": 1 << 20, "q_lora_rank": 1 << 20, "kv_lora_rank": 1 << 20, "moe_intermediate_size": 1 << 20,
+    "num_attention_heads": 1 << 12, "qk_nope_head_dim": 1 << 12, "qk_rope_head_dim": 1 << 12,
+    "v_head_dim": 1 << 12, "n_routed_experts": 1 << 16, "n_shared_experts": 1 << 10,
+}
+
+
 def _validate(c: Config) -> None:
     def need(ok: bool, fld: str, rule: str) -> None:
         if not ok:
@@ -232,6 +262,9 @@ def _validate(c: Config) -> None:
          "must be a positive integer or null")
     need(_is_int(c.n_shared_experts) and c.n_shared_experts >= 0, "n_shared_experts",
          "must be a non-negative integer")
+    for fld, most in MAX_SIZE.items():  # the others are bounded by these through the rules below
+        value = getattr(c, fld)
+        need(value is None or value <= most, fld, f"must be at most {most} (2**{most.bit_length() - 1})")
     need(c.qk_rope_head_dim % 2 == 0, "qk_rope_head_dim", "must be even (rope rotates pairs)")
     need(_is_real(c.rope_theta) and c.rope_theta > 0, "rope_theta", "must be a positive number")
     need(_is_real(c.rms_norm_eps) and c.rms_norm_eps > 0, "rms_norm_eps", "must be a positive number")

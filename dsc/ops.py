@@ -17,7 +17,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-import dsc.codegen.triton  # noqa: F401  (on a machine without CUDA: Triton's interpreter, before triton loads)
+import dsc.codegen.triton  # noqa: F401  (on a machine without CUDA: Triton's interpreter)
+from dsc.codegen.paged import check_pages
 from dsc.errors import InputError
 
 FLOATS = (torch.float32, torch.bfloat16, torch.float16)
@@ -82,15 +83,22 @@ def mla_decode(q: Tensor, kv_cache: Tensor, block_table: Tensor, cache_seqlens: 
     the new ones included (already written). With causal, query t of a row of length L
     sees positions 0 .. L - T + t. The value is the first head_dim_v columns of a row.
 
-    Returns (out [B, T, H, head_dim_v] in q's dtype, lse [B, H, T] float32). validate
-    reads cache_seqlens on the host to check them against the block table (a device
-    sync: turn it off under CUDA graphs).
+    Returns (out [B, T, H, head_dim_v] in q's dtype, lse [B, H, T] float32). A query that
+    sees no cached position (a row of length 0: an idle slot of a serving batch) gets
+    out = 0 and lse = +inf, as FlashMLA returns.
+
+    validate reads cache_seqlens and the block table on the host (a device sync: turn it
+    off under CUDA graphs) and refuses lengths outside 0 .. the block table's capacity and
+    any entry a row uses (its first ceil(len / page_size)) that is not a page of kv_cache.
+    With validate=False that is the caller's contract: the kernel reads the pages the
+    table names unchecked, and a bad entry reads another tensor's memory or faults.
     """
     _mla_decode_checks(q, kv_cache, block_table, cache_seqlens, head_dim_v)
     if validate:
-        _check_range("mla_decode", "cache_seqlens", cache_seqlens, q.shape[1], block_table.shape[1] *
-                       kv_cache.shape[1], "the query tokens are already in the cache; a row's block table holds "
-                       "the upper bound")
+        _check_range("mla_decode", "cache_seqlens", cache_seqlens, 0, block_table.shape[1] * kv_cache.shape[1],
+                     "a row's block table holds the upper bound")
+        check_pages(block_table, cache_seqlens, kv_cache.shape[1], kv_cache.shape[0], InputError,
+                    "dsc.ops.mla_decode: block_table")
     from dsc.codegen.triton.paged_attention import paged_mla_attention
 
     return paged_mla_attention(q, kv_cache, block_table, cache_seqlens, softmax_scale, head_dim_v, causal=causal,

@@ -27,3 +27,35 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def _no_grad():
     with torch.no_grad():
         yield
+
+
+# -- how many examples hypothesis drew in this run (printed at its end; summed over xdist workers)
+
+_EXAMPLES = {"drawn": 0}
+
+
+def _count_example(observation):
+    if observation.type == "test_case" and observation.status != "gave_up":  # ran the test body
+        _EXAMPLES["drawn"] += 1
+
+
+def pytest_configure(config):
+    from hypothesis.internal import observability
+
+    # counting needs no coverage: tracing every line would slow each example several fold (Python 3.11)
+    observability.OBSERVABILITY_COLLECT_COVERAGE = False
+    observability.add_observability_callback(_count_example)
+
+
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workeroutput"):  # an xdist worker: report to the controller
+        session.config.workeroutput["hypothesis_examples"] = _EXAMPLES["drawn"]
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook
+def pytest_testnodedown(node, error):
+    _EXAMPLES["drawn"] += getattr(node, "workeroutput", {}).get("hypothesis_examples", 0)
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"hypothesis examples drawn: {_EXAMPLES['drawn']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from dsc.builders.ops import inp, op, param
@@ -94,6 +95,86 @@ def hf_configs(draw, version):
 
 
 seeds = st.integers(0, 2**31 - 1)
+
+# Cheap properties (pure Python, the IR, the reference interpreter on tiny graphs, host
+# checks) draw many examples; those that launch kernels keep the profile's 25. The
+# conftest prints how many a run drew.
+LOTS = settings(max_examples=2500)  # microseconds an example: host checks, config validation
+MANY = settings(max_examples=1000)
+SOME = settings(max_examples=250)
+
+# Values of every kind a config field may be handed from a JSON file or by mistake.
+junk_values = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+                        st.text(max_size=5), st.lists(st.integers(), max_size=2),
+                        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+
+
+@st.composite
+def block_tables(draw):
+    """(block_table [B, P] int32, lengths [B] int32, page_size, num_pages) as a serving
+    framework may hand them over: pages in any order, lengths from 0 to the table's
+    capacity, and now and then an entry past the pool or negative, used or not."""
+    import torch
+
+    page = draw(st.sampled_from([1, 2, 16, 64, 3]))
+    batch, per_row = draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    pages = draw(st.integers(1, batch * per_row + 2))
+    entries = st.one_of(st.integers(0, pages - 1), st.sampled_from([-1, pages, pages + 7, 10 ** 6, -(2 ** 31)]))
+    table = draw(st.lists(st.lists(entries, min_size=per_row, max_size=per_row), min_size=batch, max_size=batch))
+    lens = draw(st.lists(st.integers(0, per_row * page), min_size=batch, max_size=batch))
+    return torch.tensor(table, dtype=torch.int32), torch.tensor(lens, dtype=torch.int32), page, pages
+
+# Tensors as users hand them over: contiguous; at an element offset inside a larger
+# buffer (what safetensors and from_pretrained give: not 64-byte aligned); with the last
+# two dims stored transposed (a .T of a weight); with gaps between rows (a slice).
+LAYOUTS = ("contiguous", "offset1", "offset4", "transposed", "gapped")
+layouts = st.sampled_from(LAYOUTS)
+
+
+@st.composite
+def poisoned_rows(draw, rows: int, width: int):
+    """{row: [(column, value)]}: which rows of a [rows, width] tensor get non-finite values
+    (NaN, +inf, -inf) where, some rows whole; at least one row is left clean."""
+    bad = draw(st.lists(st.integers(0, rows - 1), unique=True, max_size=max(0, rows - 1)))
+    out = {}
+    for r in bad:
+        value = draw(st.sampled_from([float("nan"), float("inf"), float("-inf")]))
+        if draw(st.booleans()):
+            out[r] = [(c, value) for c in range(width)]
+        else:
+            cols = draw(st.lists(st.integers(0, width - 1), min_size=1, max_size=3, unique=True))
+            out[r] = [(c, draw(st.sampled_from([float("nan"), float("inf"), float("-inf")]))) for c in cols]
+    return out
+
+
+def poison(t, rows: dict):
+    """t with poisoned_rows' values written in (a copy)."""
+    t = t.clone()
+    for r, cells in rows.items():
+        for c, v in cells:
+            t[r, c] = v
+    return t
+
+
+def as_layout(t, layout: str):
+    """t's values in the given memory layout (same shape, dtype and device)."""
+    import torch
+
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout.startswith("offset"):
+        skip = int(layout.removeprefix("offset"))
+        buf = torch.empty(t.numel() + skip, dtype=t.dtype, device=t.device)
+        buf[skip:].copy_(t.reshape(-1))
+        return buf[skip:].view(t.shape)
+    if layout == "transposed":
+        return t.transpose(-1, -2).contiguous().transpose(-1, -2) if t.dim() >= 2 else t.contiguous()
+    if layout == "gapped":
+        buf = torch.empty(*t.shape[:-1], t.shape[-1] + 3, dtype=t.dtype, device=t.device)
+        view = buf[..., 1:1 + t.shape[-1]]
+        view.copy_(t)
+        return view
+    raise ValueError(layout)
 
 
 @st.composite

@@ -90,6 +90,16 @@ def test_show_cost_prints_both_forms_and_the_crossover():
     (("run", "--artifacts", "somewhere"), "--artifacts runs CUDA kernels: pass --device cuda"),
     (("compile", "--backend", "tvm", "--target", "cpu", "--out", "x"), "--target cpu has nothing to write"),
     (("show", "deepseek-v9"), "unknown preset"),
+    (("run", "--batch", "100000000000"), "--batch 100000000000 --prompt-len 16: the MLA prefill and decode would "
+                                         "need about"),
+    (("run", "--layer", "moe", "--tokens", "10000000000000"), "--tokens 10000000000000: the MoE call would need"),
+    (("run", "--prompt-len", "1000000"), "this machine can give it"),
+    (("bench", "--batch", "100000000000", "--backend", "reference"), "the MLA decode step would need about"),
+    (("bench", "--layer", "moe", "--tokens", "10000000000000", "--backend", "reference"), "the MoE call would need"),
+    (("run", "--seed", str(2 ** 70)), f"argument --seed: must be between 0 and 2**63 - 1, got {2 ** 70}"),
+    (("run", "--seed", "-1"), "argument --seed: must be between 0 and 2**63 - 1"),
+    (("bench", "--seed", str(2 ** 64)), "argument --seed: must be between 0 and 2**63 - 1"),
+    (("compile", "--out", "/sys/dsc-kernels"), "--out /sys/dsc-kernels: cannot write in /sys"),  # even for root
     (("frobnicate",), "invalid choice"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
@@ -154,5 +164,48 @@ def test_the_tvm_backend_without_tvm_is_one_line_and_exit_2():
             "from dsc.cli import main\nsys.exit(main(['run', '--backend', 'tvm']))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 2 and r.stdout == "", (r.returncode, r.stdout, r.stderr)
-    assert r.stderr.strip().splitlines() == ["dsc: error: backend 'tvm' needs Apache TVM: pip install 'dsc[tvm]' "
+    assert r.stderr.strip().splitlines() == ["dsc: error: backend 'tvm' needs Apache TVM: pip install 'dsc-compiler[tvm]' "
                                              "(apache-tvm 0.27)"]
+
+
+def _one_line(r: subprocess.CompletedProcess, message: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dsc: error: ") and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00", "is not UTF-8 text (byte 0xff at offset 0)"),
+    (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "its JSON nests too deeply"),
+    (b'{"hidden_size": 1e30}', "hidden_size: must be a positive integer, got 1e+30"),
+    (b'{"hidden_size": 1' + b"0" * 30 + b"}", "hidden_size: must be at most 1048576 (2**20)"),
+    (b'{"hidden_size": 7168.0}', "hidden_size: must be a positive integer, got 7168.0"),
+])
+def test_bad_config_files_are_one_line(tmp_path, content, message):
+    from dsc import Config
+
+    path = tmp_path / "config.json"
+    if content.startswith(b'{"hidden_size"'):  # one bad field in an otherwise valid config
+        content = json.dumps({**Config.preset("tiny-v3").to_hf(), **json.loads(content)}).encode()
+    path.write_bytes(content)
+    _one_line(dsc("run", str(path)), message)
+
+
+def test_bad_output_paths_are_refused_before_the_work(tmp_path):
+    """--json, --out: checked first, so that a long run never ends in a lost result."""
+    (tmp_path / "file").write_text("")
+    under_file = str(tmp_path / "file" / "out")
+    cases = [
+        (("run", "--json", under_file + ".json"), f"--json {under_file}.json: {tmp_path / 'file'} is not a directory"),
+        (("run", "--json", str(tmp_path)), f"--json {tmp_path}: is a directory, expected a file path"),
+        (("run", "--json", "/sys/dsc-report.json"), "cannot write in /sys (Permission denied)"),
+        (("bench", "--backend", "reference", "--out", under_file), f"{tmp_path / 'file'} is not a directory"),
+        (("bench", "--backend", "reference", "--out", str(tmp_path / "file")), "exists and is not a directory"),
+        (("compile", "--out", str(tmp_path / "file" / "a" / "b")), f"{tmp_path / 'file'} is not a directory"),
+    ]
+    for args, message in cases:
+        r = dsc(*args)
+        _one_line(r, message)
+        assert r.stdout == "", (args, r.stdout)  # refused before any work
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]  # and nothing left behind

@@ -2,11 +2,12 @@ import json
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 import dsc
 from dsc import Config, ConfigError
 from dsc.presets import PRESET_NAMES
-from strategies import configs
+from strategies import LOTS, MANY, configs, junk_values
 
 
 @pytest.mark.parametrize("name", PRESET_NAMES + ("deepseek-r1",))
@@ -67,6 +68,7 @@ def test_yarn_defaults_follow_deepseek():
     assert (y.mscale, y.mscale_all_dim, y.beta_fast, y.beta_slow) == (0.707, 0.0, 32.0, 1.0)
 
 
+@MANY
 @given(configs())
 def test_to_hf_round_trips(cfg):
     assert Config.from_hf(cfg.to_hf()) == cfg
@@ -81,6 +83,12 @@ BAD = [
     ({"topk_method": "best"}, "topk_method: must be one of"),
     ({"hidden_size": 0}, "hidden_size: must be a positive integer"),
     ({"hidden_size": 7168.0}, "hidden_size: must be a positive integer"),
+    ({"hidden_size": 1e30}, "hidden_size: must be a positive integer"),
+    ({"hidden_size": 10 ** 30}, r"hidden_size: must be at most 1048576 \(2\*\*20\)"),
+    ({"moe_intermediate_size": 1 << 21}, "moe_intermediate_size: must be at most"),
+    ({"num_attention_heads": 10 ** 6, "num_key_value_heads": 10 ** 6}, "num_attention_heads: must be at most 4096"),
+    ({"n_routed_experts": 1 << 17, "n_group": 1, "topk_group": 1}, "n_routed_experts: must be at most 65536"),
+    ({"q_lora_rank": 1 << 40}, "q_lora_rank: must be at most"),
     ({"q_lora_rank": -1}, "q_lora_rank: must be a positive integer or null"),
     ({"rms_norm_eps": 0}, "rms_norm_eps: must be a positive number"),
     ({"routed_scaling_factor": float("nan")}, "routed_scaling_factor: must be a positive number"),
@@ -131,3 +139,28 @@ def test_softmax_scale_includes_yarn_mscale_squared():
     m = 0.1 * 1.0 * __import__("math").log(40) + 1.0
     assert cfg.softmax_scale == pytest.approx(192 ** -0.5 * m * m, rel=1e-12)
     assert cfg.replace(rope_scaling=None).softmax_scale == pytest.approx(192 ** -0.5, rel=1e-12)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe\x00binary\x80", r"is not UTF-8 text \(byte 0xff at offset 0\)"),
+    (b"[" * 100_000 + b"]" * 100_000, "its JSON nests too deeply"),
+    (b'{"hidden_size": ' + b"7" * 5000 + b"}", "is not valid JSON"),  # more digits than int() converts
+    (b" " * ((1 << 20) + 1), "is larger than 1 MiB"),
+])
+def test_unreadable_config_files_are_config_errors(tmp_path, content, message):
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as e:
+        Config.from_hf(path)
+    assert str(path) in str(e.value)
+
+
+@LOTS
+@given(field=st.sampled_from(sorted(V3_JSON)), value=junk_values)
+def test_any_value_in_any_field_is_accepted_or_a_config_error(field, value):
+    """What a config.json may hold: a config is built, or ConfigError names the problem;
+    never another exception (a traceback in the CLI)."""
+    try:
+        Config.from_hf({**V3_JSON, field: value})
+    except ConfigError as e:
+        assert str(e)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -36,3 +38,20 @@ def installed(module: str) -> bool:
 # the compiled backends, each skipped (with its reason) where its compiler is not installed
 COMPILED_BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(not installed(b), reason=f"{b} is not installed"))
                      for b in ("triton", "tvm")]
+
+
+def clean_env() -> dict:
+    """This process's environment without what conftest switched on for the whole run
+    (TRITON_INTERPRET), for scripts that must work as a user starts them. DSC_CACHE_DIR
+    stays: it only keeps their kernels out of the user's cache."""
+    return {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"PYTHONWARNINGS": "ignore"}
+
+
+def run_clean(code_or_args, timeout: int = 600):
+    """Run Python code (a str) or a script with arguments (a list) in a fresh interpreter
+    with clean_env(); returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=clean_env())

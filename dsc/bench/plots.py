@@ -7,14 +7,14 @@ from __future__ import annotations
 import math
 
 from dsc.bench.machine import Roofline
-from dsc.errors import DscError
+from dsc.errors import DscError, install_hint
 
 
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        raise DscError("dsc bench draws its plots with matplotlib: pip install 'dsc[bench]' (or pass --no-plots)") \
+        raise DscError(f"dsc bench draws its plots with matplotlib: {install_hint('bench')} (or pass --no-plots)") \
             from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -9,16 +9,30 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
 from dsc.errors import DscError
 
 EXIT_BAD_INPUT = 2
+# torch's generators take seeds below 2**64, and the runs derive a few more from it (seed + 1, ...)
+MAX_SEED = 2 ** 63 - 1
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage block
         sys.stderr.write(f"dsc: error: {message} (see dsc --help)\n")
         raise SystemExit(EXIT_BAD_INPUT)
+
+
+def seed(text: str) -> int:
+    """--seed: an integer torch's generators accept (argparse reports the refusal)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**63 - 1, got {text}")
+    return value
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -49,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch", type=int, default=2, help="batch rows (default 2)")
     run.add_argument("--prompt-len", type=int, default=16, help="prefill tokens per row (default 16)")
     run.add_argument("--tokens", type=int, default=32, help="MoE tokens (default 32)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=seed, default=0)
     run.add_argument("--json", metavar="PATH", help="also write the report as JSON")
     run.add_argument("--artifacts", metavar="DIR",
                      help="run the tvm backend from `dsc compile --backend tvm --out DIR` (CUDA through NVRTC)")
@@ -78,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-trials", type=int, default=None,
                       help="configs timed per launch (the heuristic's plus a random sample; default all that fit)")
     tune.add_argument("--retune", action="store_true", help="redo launches the file already holds")
-    tune.add_argument("--out", metavar="PATH", help="the JSON to write (default: this device's file under "
-                                                     "$DSC_TUNED_DIR, else dsc/runtime/tuned/)")
+    tune.add_argument("--out", metavar="PATH", help="the JSON to write (default: this device's file in the user "
+                                                     "directory: $DSC_TUNED_DIR, else $XDG_CACHE_HOME/dsc/tuned, "
+                                                     "else ~/.cache/dsc/tuned)")
 
     bench = sub.add_parser("bench", help="time layers and kernel groups against PyTorch and the measured roofline")
     _add_model_args(bench)
@@ -97,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--compare", default="eager,compile,hf",
                        help="baselines: eager (dsc.eager), compile (torch.compile of it), hf (transformers), none")
     bench.add_argument("--repeat", type=int, default=10, help="timed repetitions per measurement (median)")
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--seed", type=seed, default=0)
     bench.add_argument("--quick", action="store_true", help="a small roofline measurement (for tests)")
     bench.add_argument("--no-plots", action="store_true", help="JSON only (no matplotlib needed)")
     bench.add_argument("--out", default=os.path.join("benchmarks", "results"), metavar="DIR",
@@ -145,6 +160,54 @@ def int_list(text: str, flag: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise InputError(f"--{flag}: expected positive integers, got {text!r}")
     return values
+
+
+def output_path(path: str, flag: str, kind: str = "file") -> str:
+    """The absolute path of an output (`kind` "file" or "dir"), checked before any work runs
+    so that no result is lost at the end: it must not be the wrong kind of thing, and
+    its nearest existing folder must be a directory we can create files in. Returns it."""
+    from dsc.errors import InputError
+
+    def refuse(why: str):
+        raise InputError(f"--{flag} {path}: {why}")
+
+    full = os.path.abspath(path)
+    if os.path.isdir(full):
+        if kind == "file":
+            refuse("is a directory, expected a file path")
+        folder = full
+    elif os.path.lexists(full):
+        if kind == "dir":
+            refuse("exists and is not a directory")
+        folder = os.path.dirname(full)  # a file we replace
+    else:
+        folder = os.path.dirname(full)
+        while not os.path.lexists(folder):
+            folder = os.path.dirname(folder)
+        if not os.path.isdir(folder):
+            refuse(f"{folder} is not a directory")
+    # os.access alone says yes to root on a read-only mount: also create (and drop) a file there
+    try:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dsc-probe-"):
+            pass
+    except OSError as e:
+        refuse(f"cannot write in {folder} ({e.strerror or e})")
+    return full
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write a text file whole or not at all: a reader never sees half of it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def load_config(model: str):

@@ -17,8 +17,9 @@ import os
 import torch
 
 from dsc.bench import groups, layers, machine, plots, records
-from dsc.cli import int_list, load_config
-from dsc.cli.run import available_bytes, human_bytes, memory_needed
+from dsc.cli import int_list, load_config, output_path
+from dsc.cli.run import (available_bytes, check_working_memory, human_bytes, memory_needed, mla_working_bytes,
+                         moe_working_bytes)
 from dsc.errors import InputError
 from dsc.nn import MLA, MoE
 from dsc.nn.graph_module import resolve_device, resolve_dtype
@@ -53,11 +54,15 @@ def bench(args) -> int:
 
 def _bench(args) -> int:
     cfg = load_config(args.model)
+    output_path(args.out, "out", "dir")
     device, backend, dtype, compare = _setup(args)
     contexts, batch = int_list(args.contexts, "contexts"), args.batch
     for name in ("batch", "prefill", "tokens", "repeat"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.context is not None and args.context < 1:
+        raise InputError(f"--context must be at least 1, got {args.context}")
+    check_working_memory(_asks(cfg, args, contexts), device)
     info = detect(device)
     dt = str(dtype).removeprefix("torch.")
     print(f"dsc bench {cfg.name}: backend {backend}, passes {args.passes}, {dt}, {info.name}")
@@ -101,6 +106,22 @@ def _bench(args) -> int:
     for r in bad:
         print(f"MISMATCH: {r['benchmark']} {r['backend']} rel err {r['rel_err']:.2e} > {r['tolerance']:g}")
     return 1 if bad else 0
+
+
+def _asks(cfg, args, contexts: tuple[int, ...]) -> list[tuple[str, str, int]]:
+    """What the flags ask of memory per layer (check_working_memory's list)."""
+    asks = []
+    if args.layer in ("mla", "all"):
+        ctx = max(max(contexts), args.context or 0)
+        asks += [(f"--batch {args.batch} --contexts {args.contexts}" + (f" --context {args.context}"
+                                                                         if args.context else ""),
+                  "the MLA decode step", mla_working_bytes(cfg, args.batch, 1, ctx + 1)),
+                 (f"--prefill {args.prefill}", "the MLA prefill", mla_working_bytes(cfg, 1, args.prefill,
+                                                                                    args.prefill))]
+    if args.layer in ("moe", "all"):
+        asks.append((f"--batch {args.batch} --tokens {args.tokens}", "the MoE call",
+                     moe_working_bytes(cfg, max(args.batch, args.tokens))))
+    return asks
 
 
 def _tolerance(dtype: torch.dtype, module) -> float:

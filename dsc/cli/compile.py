@@ -13,7 +13,7 @@ import json
 import os
 
 from dsc.builders import build_mla, build_moe
-from dsc.cli import load_config
+from dsc.cli import load_config, output_path, write_atomic
 from dsc.codegen.schedule import schedule
 from dsc.errors import DscError
 from dsc.ir.types import dtype as ir_dtype
@@ -28,13 +28,6 @@ def _graphs(args, cfg, target: str):
             build(cfg, ir_dtype(args.dtype)))
 
 
-def _out_dir(args) -> str:
-    out = os.path.abspath(args.out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise DscError(f"dsc compile: --out {args.out} exists and is not a directory")
-    return out
-
-
 def compile_layers(args) -> int:
     if args.backend == "tvm":
         return compile_tvm(args)
@@ -43,7 +36,7 @@ def compile_layers(args) -> int:
 
     cfg = load_config(args.model)
     target = "sm90" if args.target in (None, "cuda") else args.target
-    out = _out_dir(args)
+    out = output_path(args.out, "out", "dir")
     manifest = {"model": cfg.name, "backend": "triton", "target": target, "dtype": args.dtype,
                 "passes": args.passes, "kernels": []}
     files: dict[str, str] = {}
@@ -57,10 +50,7 @@ def compile_layers(args) -> int:
                     "kernel": spec.name, "file": name, "grid": spec.grid,
                     "signature": {k: v for k, v in signature.items() if v != "constexpr"},
                     "constexprs": constexprs})
-    os.makedirs(out, exist_ok=True)
-    for name, source in files.items():
-        _write(os.path.join(out, name), source)
-    _write(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
+    _write_all(out, files, manifest)
     print(f"dsc compile {cfg.name}: {len(manifest['kernels'])} kernel launches, {len(files)} sources -> {out}")
     return 0
 
@@ -77,7 +67,7 @@ def compile_tvm(args) -> int:
                        "this CPU when it runs); choose sm90, sm80 or cuda")
     target = "sm90" if args.target in (None, "cuda") else args.target
     arch = int(target[2:])
-    out = _out_dir(args)
+    out = output_path(args.out, "out", "dir")
     manifest = {"model": cfg.name, "backend": "tvm", "target": target, "archs": [arch], "dtype": args.dtype,
                 "passes": args.passes, "definitions": {}, "groups": []}
     files: dict[str, str] = {}
@@ -95,17 +85,13 @@ def compile_tvm(args) -> int:
             if keys:
                 manifest["groups"].append({"layer": layer, "group": grp.kind,
                                            "fuses": [n.op for n in reversed(grp.nodes)], "definitions": keys})
-    os.makedirs(out, exist_ok=True)
-    for name, source in files.items():
-        _write(os.path.join(out, name), source)
-    _write(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=2) + "\n")
+    _write_all(out, files, manifest)
     n_kernels = sum(len(d["kernels"]) for d in manifest["definitions"].values())
     print(f"dsc compile {cfg.name}: {len(files)} CUDA sources (sm_{arch}), {n_kernels} kernels -> {out}")
     return 0
 
 
-def _write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+def _write_all(out: str, files: dict[str, str], manifest: dict) -> None:
+    for name, source in files.items():
+        write_atomic(os.path.join(out, name), source)
+    write_atomic(os.path.join(out, "manifest.json"), json.dumps(manifest, indent=2) + "\n")

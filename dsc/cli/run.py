@@ -9,12 +9,11 @@ machine's free memory is built and verified but not executed, and the report say
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import torch
 
-from dsc.cli import load_config
+from dsc.cli import load_config, output_path, write_atomic
 from dsc.config import Config
 from dsc.eager import EagerMLA, eager_moe
 from dsc.ir.cost import cache_bytes_per_token, cost_at, weight_bytes
@@ -38,6 +37,43 @@ def memory_needed(module) -> int:
     largest = max((math.prod(int(d) for d in p.shape) for p in module.graph.params()), default=0)
     return (CHECKPOINT_COPIES * module.checkpoint_bytes + module.weight_bytes
             + (FOLD_WORKSPACE_BYTES_PER_VALUE * largest if module.graph.folds else 0))
+
+
+# Where free memory cannot be read (no /proc/meminfo), the working memory a run's flags
+# ask for is held to this instead.
+UNKNOWN_MEMORY_BOUND = 64 << 30
+FLOAT32_BYTES = 4
+
+
+def mla_working_bytes(cfg: Config, batch: int, new: int, context: int) -> int:
+    """About the activation memory of one MLA call over `batch` rows of `new` tokens
+    with `context` tokens in the cache (new ones included), in float32 as the
+    reference holds it: inputs and outputs, the latent caches, the queries, keys and
+    values expanded per head, and the attention scores (a few copies of each)."""
+    H = cfg.num_attention_heads
+    per_token = 4 * cfg.hidden_size + 2 * cfg.latent_dim + H * (2 * cfg.qk_head_dim + cfg.v_head_dim)
+    return FLOAT32_BYTES * (batch * context * per_token + 3 * batch * H * new * context)
+
+
+def moe_working_bytes(cfg: Config, tokens: int) -> int:
+    """About the activation memory of one MoE call on `tokens` tokens (float32): inputs
+    and outputs, router scores, and each routed and shared expert's hidden rows."""
+    experts = cfg.num_experts_per_tok + cfg.n_shared_experts
+    per_token = 4 * cfg.hidden_size + 3 * cfg.n_routed_experts + experts * (2 * cfg.hidden_size
+                                                                              + 3 * cfg.moe_intermediate_size)
+    return FLOAT32_BYTES * tokens * per_token
+
+
+def check_working_memory(asks: list[tuple[str, str, int]], device: torch.device) -> None:
+    """Refuse flags whose activations alone would not fit (asks: (flags, what, bytes)),
+    before anything is allocated: an out-of-memory crash halfway helps nobody."""
+    have = available_bytes(device)
+    bound = int(0.8 * have) if have is not None else UNKNOWN_MEMORY_BOUND
+    for flags, what, need in asks:
+        if need > bound:
+            raise InputError(f"{flags}: {what} would need about {human_bytes(need)} of working memory, above the "
+                             f"{human_bytes(bound)} this machine can give it" + (
+                                 " (80% of its free memory)" if have is not None else ""))
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -134,12 +170,13 @@ def _announce(rep: dict) -> bool:
     return rep["executed"]
 
 
-def _layer_report(module, device: torch.device, layer: str, **facts) -> dict:
-    """What every layer reports before running, and whether it fits in memory to run."""
+def _layer_report(module, device: torch.device, layer: str, working: int, **facts) -> dict:
+    """What every layer reports before running, and whether it (its weights and `working`
+    bytes of activations) fits in memory to run."""
     rep = {"graph_ops": sum(n.op not in ("input", "param") for n in module.graph.nodes()), "verified": True,
            "weight_bytes": module.weight_bytes, "checkpoint_bytes": module.checkpoint_bytes, **facts,
            "passes": pass_table(module, layer), "pass_log": list(module.pass_manager.ctx.log)}
-    need = memory_needed(module)
+    need = memory_needed(module) + working
     have = available_bytes(device)
     rep["executed"] = have is None or need <= have * 0.8
     if not rep["executed"]:
@@ -161,12 +198,18 @@ def _record(rep: dict, phase: str, shape: str, out: torch.Tensor, ref: torch.Ten
           f"{'ok' if r['ok'] else 'MISMATCH'}   {seconds * 1e3:8.2f} ms")
 
 
+def _mla_working(cfg: Config, args) -> int:
+    """The prefill of --prompt-len tokens and the decode step after it, bounded together."""
+    return mla_working_bytes(cfg, args.batch, args.prompt_len, args.prompt_len + 1)
+
+
 def run_mla(cfg: Config, args, dtype, device) -> dict:
     mla = MLA(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device, target=args.target)
     item = torch.empty((), dtype=dtype).element_size()
     mha = cfg.num_attention_heads * (cfg.qk_head_dim + cfg.v_head_dim)
     kv = cache_bytes_per_token(mla.graph)  # after the passes: fp8_kv packs it
-    rep = _layer_report(mla, device, "mla", kv_cache_bytes_per_token=kv, mha_kv_cache_bytes_per_token=mha * item,
+    rep = _layer_report(mla, device, "mla", _mla_working(cfg, args), kv_cache_bytes_per_token=kv,
+                        mha_kv_cache_bytes_per_token=mha * item,
                         kv_cache_ratio_vs_mha=kv / (mha * item))
     layout = "packed FP8 latent" if mla.graph.input("cache").dtype.name == "u8" else f"{cfg.latent_dim} latent values"
     print(f"MLA  graph: {rep['graph_ops']} ops, verified; weights {human_bytes(rep['weight_bytes'])}")
@@ -208,7 +251,7 @@ def run_mla(cfg: Config, args, dtype, device) -> dict:
 def run_moe(cfg: Config, args, dtype, device) -> dict:
     moe = MoE(cfg, backend=args.backend, passes=args.passes, dtype=dtype, device=device, target=args.target)
     per_token = cfg.moe_intermediate_size * cfg.hidden_size * 3 * torch.empty((), dtype=dtype).element_size()
-    rep = _layer_report(moe, device, "moe",
+    rep = _layer_report(moe, device, "moe", moe_working_bytes(cfg, args.tokens),
                         active_weight_bytes_per_token=(cfg.num_experts_per_tok + cfg.n_shared_experts) * per_token)
     print(f"MoE  graph: {rep['graph_ops']} ops, verified; weights {human_bytes(rep['weight_bytes'])} "
           f"({human_bytes(rep['active_weight_bytes_per_token'])} active per token)")
@@ -242,6 +285,8 @@ def artifacts_in_use(args, device: torch.device):
 
 def run(args) -> int:
     cfg = load_config(args.model)
+    if args.json:
+        output_path(args.json, "json")
     dtype, device = resolve_dtype(args.dtype), resolve_device(args.device)
     if args.artifacts and args.backend != "tvm":
         args.backend = "tvm"  # the artifacts are the tvm backend's kernels
@@ -253,6 +298,11 @@ def run(args) -> int:
     for name in ("batch", "prompt_len", "tokens"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    layers = ("mla", "moe") if args.layer == "all" else (args.layer,)
+    asks = {"mla": (f"--batch {args.batch} --prompt-len {args.prompt_len}", "the MLA prefill and decode",
+                    _mla_working(cfg, args)),
+            "moe": (f"--tokens {args.tokens}", "the MoE call", moe_working_bytes(cfg, args.tokens))}
+    check_working_memory([asks[layer] for layer in layers], device)
     torch.manual_seed(args.seed)
     print(f"dsc run {cfg.name} ({cfg.model_type}): backend {args.backend}, passes {args.passes}, "
           f"{str(dtype).removeprefix('torch.')}, {device}")
@@ -265,14 +315,11 @@ def run(args) -> int:
               "dtype": str(dtype), "device": str(device), "layers": {}}
     if cfg.rope_scaling is not None:
         report["config"]["rope_scaling"] = cfg.rope_scaling.to_dict()
-    layers = ("mla", "moe") if args.layer == "all" else (args.layer,)
     with artifacts:
         for layer in layers:
             report["layers"][layer] = (run_mla if layer == "mla" else run_moe)(cfg, args, dtype, device)
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2, default=str)
+        write_atomic(args.json, json.dumps(report, indent=2, default=str))
     bad = [f"{layer} {phase}" for layer, rep in report["layers"].items() for phase, r in rep.items()
            if isinstance(r, dict) and r.get("ok") is False]
     if bad:

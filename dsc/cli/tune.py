@@ -3,10 +3,11 @@
 The triton backend is tuned on a CUDA card (tile sizes, warps, pipeline stages, split
 factors, pruned by the card's shared memory and registers, timed with CUDA events);
 the tvm backend's llvm schedules on the CPU. Results are written after every kernel
-to one JSON file per device name (dsc/runtime/tuned/<device>.json, or under
-$DSC_TUNED_DIR, or --out), which the runtime then reads; a re-run skips what the file
-already holds (--retune redoes it), so an interrupted run loses only the kernel it
-was on.
+to one JSON file per device name, <device>.json in the user directory
+($DSC_TUNED_DIR, else $XDG_CACHE_HOME/dsc/tuned, else ~/.cache/dsc/tuned) or --out,
+readable by every user; the runtime reads it before the files shipped in
+dsc/runtime/tuned/. A re-run skips what the file already holds (--retune redoes it),
+so an interrupted run loses only the kernel it was on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import sys
 
 import torch
 
-from dsc.cli import int_list, load_config
+from dsc.cli import int_list, load_config, output_path
+from dsc.cli.run import check_working_memory, moe_working_bytes
 from dsc.nn.graph_module import resolve_device, resolve_dtype
 from dsc.runtime import tuned
 from dsc.runtime.device import detect, library_versions, limits_for
@@ -59,12 +61,19 @@ def tune(args) -> int:
     backend, device, dtype, buckets = _setup(args)
     if args.max_trials is not None and args.max_trials < 1:
         raise TuningError(f"--max-trials must be at least 1, got {args.max_trials}")
+    if args.layer in ("moe", "all"):  # MLA skips the buckets whose cache would not fit; MoE runs every one
+        tokens = max(buckets.batches + buckets.prefill)
+        flags = " ".join(f"--{n} {v}" for n, v in (("batches", args.batches), ("prefill", args.prefill)) if v)
+        check_working_memory([(flags or "the default buckets", f"the MoE call on {tokens} tokens",
+                               moe_working_bytes(cfg, tokens))], device)
     info = detect(device)
     limits = limits_for(device)
-    path = args.out or tuned.file_for(info.name, os.environ.get("DSC_TUNED_DIR") or None)
-    table = tuned.TunedTable.load(path) if os.path.exists(path) else tuned.TunedTable(info.name)
+    path = output_path(args.out or tuned.file_for(info.name), "out")
+    # a file that is not a tuned-config file is refused, not overwritten; bad entries are retuned
+    table = tuned.TunedTable.load(path) if os.path.isfile(path) else tuned.TunedTable(info.name)
     if table.device != info.name:
         raise TuningError(f"{path} holds configs for {table.device!r}, this device is {info.name!r}")
+    dropped = tuned.problems_line(table, "they are tuned again")
     table.versions = {**library_versions(), "backend": backend}
     seen = set() if args.retune else {(k, dt, key) for k, by in table.entries.items() for dt, keys in by.items()
                                       for key in keys}
@@ -78,6 +87,8 @@ def tune(args) -> int:
           if device.type == "cuda" else f"dsc tune {cfg.name}: backend {backend}, {dt}, {info.name}")
     print(f"  decode batches {list(buckets.batches)} x contexts {list(buckets.contexts)}; prefill tokens "
           f"{list(buckets.prefill)}; writing {path}")
+    if dropped:
+        print(f"  {dropped}")
 
     def found():
         if args.layer in ("mla", "all"):

@@ -10,16 +10,24 @@ from dsc.config import Config
 
 def _gate(cfg: Config, w: dict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     logits = F.linear(x.type(torch.float32), w["gate.weight"].type(torch.float32), None)
+    return gate_from_logits(cfg, logits, w.get("gate.e_score_correction_bias"))
+
+
+def gate_from_logits(cfg: Config, logits: torch.Tensor, bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """MoEGate after its linear: (topk_idx, topk_weight) from float32 logits [N, E]."""
     if cfg.scoring_func == "softmax":
         scores = logits.softmax(dim=-1, dtype=torch.float32)
     else:
         scores = logits.sigmoid()
-    n = x.shape[0]
+    # non-finite scores count as 0 (vLLM's rule; DeepSeek's code would pick duplicates)
+    scores = torch.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0)
+    n = logits.shape[0]
     if cfg.topk_method == "greedy":
         _, topk_idx = torch.topk(scores, k=cfg.num_experts_per_tok, dim=-1, sorted=False)
     else:
         if cfg.topk_method == "noaux_tc":
-            choice = scores + w["gate.e_score_correction_bias"].unsqueeze(0)
+            choice = torch.nan_to_num(scores + bias.unsqueeze(0), nan=0.0, posinf=0.0,
+                                      neginf=0.0)
             group_scores = choice.view(n, cfg.n_group, -1).topk(2, dim=-1)[0].sum(dim=-1)
         else:
             choice = scores

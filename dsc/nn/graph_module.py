@@ -9,7 +9,7 @@ from typing import Callable, Mapping, NamedTuple
 import torch
 
 from dsc.config import Config
-from dsc.errors import ConfigError, InputError, WeightError
+from dsc.errors import ConfigError, DscError, InputError, WeightError
 from dsc.ir.graph import Graph
 from dsc.ir.types import DType, dtype as ir_dtype, to_torch
 from dsc.ir.roofline import MACHINES
@@ -159,19 +159,41 @@ class GraphModule(torch.nn.Module):
             if unexpected:
                 parts.append("unexpected: " + ", ".join(unexpected))
             raise WeightError(f"load_state_dict ({type(self).__name__}): " + "; ".join(parts))
-        for name, (_, dt) in self._shapes.items():
-            if name in params:
-                value = params[name].detach().to(device=self.device, dtype=dt).contiguous()
-                self._install(name, torch.nn.Parameter(value, requires_grad=False))
-        if self.loaded and self.graph.folds:
+        # All or nothing: every new value (and the folds computed from them) is made before
+        # the first is installed, so a refusal anywhere leaves the module exactly as it was.
+        new = {name: self._converted(name, params[name], dt) for name, (_, dt) in self._shapes.items()
+               if name in params}
+        base = {name: new.get(name, self._param(name)) for name in self._shapes}
+        folded = {}
+        if self.graph.folds and all(not t.is_meta for t in base.values()):
             from dsc.ir.interpreter import evaluate_folds
 
-            with torch.no_grad():
-                base = {name: self._param(name) for name in self._shapes}
-                for name, value in evaluate_folds(self.graph, base).items():
-                    self._install(name, value.contiguous())
+            try:
+                with torch.no_grad():
+                    folded = {name: value.contiguous() for name, value in evaluate_folds(self.graph, base).items()}
+            except DscError:
+                raise
+            except Exception as e:  # a torch op refusing these weights: name it, load nothing
+                raise WeightError(f"load_state_dict ({type(self).__name__}): folding the weights failed "
+                                  f"({type(e).__name__}: {e}); nothing was loaded") from None
+        for name, value in new.items():
+            self._install(name, torch.nn.Parameter(value, requires_grad=False))
+        for name, value in folded.items():
+            self._install(name, value)
+        if folded:
             self._folded = [k for k, _ in self.graph.folds]
         return LoadResult(missing, unexpected)
+
+    def _converted(self, name: str, value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A checkpoint tensor as the module keeps it: its dtype, on its device, contiguous."""
+        if value.is_meta:
+            raise WeightError(f"{name}: a tensor on the meta device holds no values (load real weights, e.g. "
+                              f"from_pretrained without low_cpu_mem_usage/device_map='meta'); nothing was loaded")
+        try:
+            return value.detach().to(device=self.device, dtype=dtype).contiguous()
+        except (RuntimeError, TypeError, NotImplementedError) as e:
+            raise WeightError(f"{name}: cannot be converted to {dtype} on {self.device} ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); nothing was loaded") from None
 
     # -- execution ---------------------------------------------------------------------------
     def _check_activation(self, x, name: str, rank: int | None, width: int) -> None:

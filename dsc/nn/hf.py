@@ -9,14 +9,14 @@ import copy
 import torch
 
 from dsc.config import Config
-from dsc.errors import DscError
+from dsc.errors import DscError, install_hint
 
 
 def _transformers():
     try:
         import transformers
     except ImportError:
-        raise DscError("Hugging Face's layers need transformers: pip install 'dsc[test]'") from None
+        raise DscError(f"Hugging Face's layers need transformers: {install_hint('hf')}") from None
     return transformers
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dsc.codegen.paged import check_pages
 from dsc.errors import CacheError
 
 
@@ -82,10 +83,24 @@ class LatentCache:
         self.seqlens.zero_()
 
 
+def check_call(pages: torch.Tensor, block_table: torch.Tensor, seqlens: torch.Tensor, max_seq_len: int,
+               new_tokens: int) -> None:
+    """Raise CacheError unless every row can take new_tokens more (check_room) and every
+    block-table entry the call reads or writes names one of the cache's pages: a bad
+    entry would have the kernels write another tensor's memory (reads the table on the
+    host)."""
+    check_room(seqlens, max_seq_len, new_tokens)
+    check_pages(block_table, seqlens + new_tokens, pages.shape[1], pages.shape[0], CacheError,
+                "LatentCache.block_table")
+
+
 def check_room(seqlens: torch.Tensor, max_seq_len: int, new_tokens: int) -> None:
-    """Raise CacheError if a row holding seqlens[b] tokens cannot take new_tokens more
-    (reads the lengths on the host)."""
-    full = [(b, n) for b, n in enumerate(seqlens.tolist()) if n + new_tokens > max_seq_len]
+    """Raise CacheError if a row holding seqlens[b] tokens cannot take new_tokens more, or
+    holds a negative count (reads the lengths on the host)."""
+    held = seqlens.tolist()
+    if any(n < 0 for n in held):
+        raise CacheError(f"LatentCache.seqlens must be >= 0, got {held}")
+    full = [(b, n) for b, n in enumerate(held) if n + new_tokens > max_seq_len]
     if full:
         rows = ", ".join(f"row {b} holds {n}" for b, n in full)
         raise CacheError(f"cache full: appending {new_tokens} token(s) would pass max_seq_len "

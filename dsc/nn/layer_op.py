@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from dsc.errors import DscError
-from dsc.nn.latent_cache import check_room
+from dsc.nn.latent_cache import check_call
 
 _LIVE: "weakref.WeakValueDictionary[str, torch.nn.Module]" = weakref.WeakValueDictionary()
 _NEXT = itertools.count()
@@ -46,7 +46,7 @@ def run_mla(x: Tensor, positions: Tensor, kv_cache: Tensor, block_table: Tensor,
     """One dsc.nn.MLA call: T new tokens per row attend to the cache and are appended."""
     mla = _module(module)
     new = x.shape[1]
-    check_room(cache_seqlens, max_seq_len, new)
+    check_call(kv_cache, block_table, cache_seqlens, max_seq_len, new)
     out = mla._execute({"x": x, "positions": positions, "cache": kv_cache, "block_table": block_table,
                         "cache_seqlens": cache_seqlens}, weights)
     if out["cache"] is not kv_cache:  # the reference interpreter appends out of place

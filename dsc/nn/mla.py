@@ -6,11 +6,13 @@ import torch
 
 from dsc.builders.mla import PAGE_SIZE, build_mla
 from dsc.config import Config
-from dsc.errors import InputError
+from dsc.errors import ConfigError, InputError
 from dsc.ir.types import to_torch
 from dsc.nn import layer_op
 from dsc.nn.graph_module import GraphModule
 from dsc.nn.latent_cache import LatentCache
+
+MAX_PAGE_SIZE = 4096  # FlashMLA and vLLM use 64; a page is one block-table entry's worth of tokens
 
 
 class MLA(GraphModule):
@@ -33,6 +35,10 @@ class MLA(GraphModule):
 
     def __init__(self, cfg: Config, backend: str = "reference", passes="default", dtype=torch.float32,
                  device="cpu", target: str | None = None, page_size: int = PAGE_SIZE):
+        # before the graph: absorb's cost model would divide by it
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ConfigError(f"page_size: must be an int in 1..{MAX_PAGE_SIZE} (tokens per cache page), "
+                              f"got {page_size!r}")
         super().__init__(cfg, lambda c, dt: build_mla(c, dt, page_size), backend, passes, dtype, device, target)
         self.page_size = page_size
 

@@ -11,14 +11,19 @@ shape in this device's file, else the heuristic.
 
 One file per device name, as vLLM ships its fused-MoE configs:
 dsc/runtime/tuned/<slug(device name)>.json for the cards dsc ships, and the same name
-under $DSC_TUNED_DIR, searched first, for your own (`dsc tune --out`):
+in the user directory for your own (what `dsc tune` writes): $DSC_TUNED_DIR, else
+$XDG_CACHE_HOME/dsc/tuned, else ~/.cache/dsc/tuned. A launch reads both; the user's
+file is asked first, the shipped one where it has nothing for the launch:
 
     {"format": 1, "device": "NVIDIA H100 80GB HBM3", "versions": {...},
      "entries": {"triton.gemm": {"bfloat16": {"K=7168,M=64,N=2048,batch=1":
          {"config": {"BLOCK_M": 64, ...}, "ms": 0.021, "default_ms": 0.034, "trials": 41}}}}}
 
 Which file a device uses (or that it runs on heuristics) is said once per device, on
-the "dsc" logger; `source(device)` gives the same sentence to reports.
+the "dsc" logger; `source(device)` gives the same sentence to reports. A file that
+cannot be read, or an entry of one that is malformed (a config value of the wrong
+type, a shape key that does not parse), is a warning, once, naming the file and the
+entry; those launches run on the heuristic.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping
@@ -56,12 +62,25 @@ def shape_key(shape: Shape) -> str:
     return ",".join(f"{k}={_text(v)}" for k, v in sorted(shape.items()))
 
 
+_INT = re.compile(r"-?[0-9]{1,18}")  # ASCII digits only, and within int64 (str.isdigit takes "²")
+
+
 def parse_key(key: str) -> dict[str, object]:
     out: dict[str, object] = {}
     for part in key.split(","):
         name, _, value = part.partition("=")
-        out[name] = int(value) if value.lstrip("-").isdigit() else {"true": True, "false": False}.get(value, value)
+        out[name] = int(value) if _INT.fullmatch(value) else {"true": True, "false": False}.get(value, value)
     return out
+
+
+def _key_problem(key: str) -> str | None:
+    """Why a file's shape key is not one shape_key could have written, or None."""
+    parts = [p.partition("=") for p in key.split(",")]
+    if any(not name or not eq for name, eq, _ in parts):
+        return "shape key must be name=value pairs joined by commas"
+    if len({name for name, _, _ in parts}) != len(parts):
+        return "shape key names a dim twice"
+    return None
 
 
 def _text(v) -> str:
@@ -110,9 +129,19 @@ class Space:
                    for values in itertools.product(*(self.params[n] for n in names)))
         return [c for c in configs if self.fits(c, shape, limits)]
 
+    def type_problem(self, config: dict) -> str | None:
+        """Why a stored config's values are of the wrong type for this space (8.0 or
+        true where a tile size is an int), or None. A launch must never see them."""
+        for k, v in config.items():
+            kinds = {type(c) for c in self.params.get(k, ())}
+            if kinds and type(v) not in kinds:
+                return f"config {k} must be {' or '.join(sorted(t.__name__ for t in kinds))}, got {json.dumps(v)}"
+        return None
+
     def valid(self, config, shape: Shape, limits: Limits) -> bool:
-        """A stored config this code can still launch: the same params, allowed values, fitting."""
-        if not isinstance(config, dict) or set(config) != set(self.params):
+        """A stored config this code can still launch: the same params, allowed values
+        (of the same type: 8.0 == 8 in Python), fitting."""
+        if not isinstance(config, dict) or set(config) != set(self.params) or self.type_problem(config):
             return False
         fixed = self.fixed(shape)
         return all(fixed.get(k, v) == v and (k in fixed or v in self.params[k]) for k, v in config.items()) \
@@ -161,11 +190,17 @@ def trial(call: Call, config: dict):
 
 # -- the per-device files --------------------------------------------------------------
 
+_SCALARS = (bool, int, float, str)
+
+
 @dataclass
 class TunedTable:
     device: str
     entries: dict = field(default_factory=dict)  # kernel -> dtype -> shape key -> record
     versions: dict = field(default_factory=dict)
+    path: str | None = field(default=None, compare=False)  # the file it was read from
+    # entries load() dropped: "kernel / dtype / key: why"
+    problems: list = field(default_factory=list, compare=False)
     # a launch asks on every call: each (kernel, dtype, shape, card) is resolved once
     _found: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -191,8 +226,14 @@ class TunedTable:
             tuned = parse_key(key)
             if set(tuned) != set(shape) or any(tuned[k] != shape[k] for k in shape if k not in space.bucketed):
                 continue
-            d = sum(bucket_distance(int(tuned[k]), int(shape[k])) for k in space.bucketed if k in shape)
-            if d < best_d and space.valid(rec.get("config"), shape, limits):
+            loose = [k for k in space.bucketed if k in shape and type(tuned[k]) is not int]
+            why = (f"shape key {loose[0]} must be an integer, got {tuned[loose[0]]!r}" if loose
+                   else space.type_problem(rec["config"]))
+            if why:
+                _warn_once(self.path, f"{space.kernel} / {dtype} / {key}: {why}")
+                continue
+            d = sum(bucket_distance(tuned[k], int(shape[k])) for k in space.bucketed if k in shape)
+            if d < best_d and space.valid(rec["config"], shape, limits):
                 best, best_d = rec["config"], d
         return dict(best) if best is not None else None
 
@@ -201,25 +242,49 @@ class TunedTable:
 
     @staticmethod
     def load(path: str) -> "TunedTable":
+        """Read a file; TuningError if it is not a tuned-config file at all. Malformed
+        entries are dropped, each named in the table's `problems`."""
+        def refuse(why: str):
+            raise TuningError(f"tuned configs {path}: {why}")
+
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise TuningError(f"tuned configs {path}: malformed JSON ({e})") from None
+            with open(path, "rb") as f:
+                raw = f.read()
         except OSError as e:
-            raise TuningError(f"tuned configs {path}: cannot read it ({e.strerror})") from None
+            refuse(f"cannot read it ({e.strerror or e})")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            refuse(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})")
+        except json.JSONDecodeError as e:
+            refuse(f"malformed JSON ({e})")
+        except RecursionError:
+            refuse("malformed JSON (it nests too deeply)")
+        except ValueError as e:  # an integer of more digits than Python converts
+            refuse(f"malformed JSON ({e})")
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("device"), str):
-            raise TuningError(f"tuned configs {path}: expected {{\"format\": {FORMAT}, \"device\": ..., "
-                              f"\"entries\": ...}}")
+            refuse(f"expected {{\"format\": {FORMAT}, \"device\": ..., \"entries\": ...}}")
         entries = data.get("entries", {})
-        ok = isinstance(entries, dict) and all(
-            isinstance(by_dtype, dict) and all(isinstance(by_key, dict) and all(
-                isinstance(rec, dict) and isinstance(rec.get("config"), dict) for rec in by_key.values())
-                for by_key in by_dtype.values()) for by_dtype in entries.values())
-        if not ok:
-            raise TuningError(f"tuned configs {path}: entries must map kernel -> dtype -> shape -> "
-                              f"{{\"config\": {{...}}, ...}}")
-        return TunedTable(data["device"], entries, data.get("versions", {}))
+        if not isinstance(entries, dict):
+            refuse("entries must map kernel -> dtype -> shape -> {\"config\": {...}, ...}")
+        versions = data.get("versions", {})
+        table = TunedTable(data["device"], versions=versions if isinstance(versions, dict) else {}, path=path)
+        for kernel, by_dtype in entries.items():
+            if not isinstance(by_dtype, dict):
+                table.problems.append(f"{kernel}: must map dtype -> shape -> record, got {type(by_dtype).__name__}")
+                continue
+            for dtype, by_key in by_dtype.items():
+                if not isinstance(by_key, dict):
+                    table.problems.append(f"{kernel} / {dtype}: must map shape -> record, got "
+                                          f"{type(by_key).__name__}")
+                    continue
+                for key, rec in by_key.items():
+                    why = _record_problem(key, rec)
+                    if why:
+                        table.problems.append(f"{kernel} / {dtype} / {key}: {why}")
+                    else:
+                        table.entries.setdefault(kernel, {}).setdefault(dtype, {})[key] = rec
+        return table
 
     def save(self, path: str) -> None:
         """Write atomically: a reader (or a crash mid-write) never sees half a file."""
@@ -232,10 +297,49 @@ class TunedTable:
                 f.write("\n")
                 f.flush()
                 os.fsync(f.fileno())
+            # mkstemp makes it 0600: give it the mode open() would, so the other users of
+            # the machine (and of a shared DSC_TUNED_DIR) can read it
+            os.chmod(tmp, 0o666 & ~_umask())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+def _record_problem(key: str, rec) -> str | None:
+    """Why one entry of a file cannot be used whatever the kernel, or None."""
+    if not isinstance(rec, dict) or not isinstance(rec.get("config"), dict):
+        return 'must be {"config": {...}, ...}'
+    bad = [k for k, v in rec["config"].items() if not isinstance(v, _SCALARS)]
+    if bad:
+        return f"config {bad[0]} must be a number, string or boolean, got {json.dumps(rec['config'][bad[0]])[:40]}"
+    return _key_problem(key)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+_WARNED: set = set()
+
+
+def _warn_once(path: str | None, problem: str) -> None:
+    if (path, problem) not in _WARNED:
+        _WARNED.add((path, problem))
+        log.warning("dsc: ignoring an entry of %s (heuristic defaults there): %s", path, problem)
+
+
+def problems_line(table: TunedTable, then: str, shown: int = 3) -> str | None:
+    """One line naming the file and the entries load() dropped (and `then`, what
+    becomes of them), or None."""
+    if not table.problems:
+        return None
+    more = len(table.problems) - shown
+    return (f"ignoring {len(table.problems)} malformed entr{'y' if len(table.problems) == 1 else 'ies'} of "
+            f"{table.path} ({then}): " + "; ".join(table.problems[:shown])
+            + (f"; and {more} more" if more > 0 else ""))
 
 
 _LIMITS: dict[str, Limits] = {}
@@ -248,16 +352,55 @@ def _limits(device) -> Limits:
     return _LIMITS[key]
 
 
+def user_dir() -> str:
+    """Where `dsc tune` writes and a launch looks first: $DSC_TUNED_DIR, else
+    $XDG_CACHE_HOME/dsc/tuned, else ~/.cache/dsc/tuned (never inside the installed
+    package, which other users, or a read-only install, cannot write)."""
+    if os.environ.get("DSC_TUNED_DIR"):
+        return os.environ["DSC_TUNED_DIR"]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "dsc", "tuned")
+
+
 def search_dirs() -> list[str]:
-    user = os.environ.get("DSC_TUNED_DIR")
-    return ([user] if user else []) + [SHIPPED_DIR]
+    """The folders a launch reads, the user's first (it takes precedence)."""
+    user = user_dir()
+    return [user] + ([SHIPPED_DIR] if os.path.abspath(user) != SHIPPED_DIR else [])
 
 
 def file_for(device_name: str, folder: str | None = None) -> str:
-    return os.path.join(folder or SHIPPED_DIR, slug(device_name) + ".json")
+    """This device's file in folder (default: the user directory)."""
+    return os.path.join(folder or user_dir(), slug(device_name) + ".json")
 
 
-_TABLES: dict[str, tuple[TunedTable | None, str]] = {}
+@dataclass
+class DeviceTables:
+    """A device's tables, the user's first: a launch takes the first one's config."""
+
+    tables: list[TunedTable]
+
+    def lookup(self, space: Space, dtype: str, shape: Shape, limits: Limits) -> dict | None:
+        for table in self.tables:
+            found = table.lookup(space, dtype, shape, limits)
+            if found is not None:
+                return found
+        return None
+
+
+_TABLES: dict[str, tuple[DeviceTables | None, str]] = {}
+
+
+def _read(path: str) -> TunedTable | None:
+    """A file for a launch: its problems are warnings (once: tables load once), never errors."""
+    try:
+        table = TunedTable.load(path)
+    except TuningError as e:
+        log.warning("dsc: ignoring %s (heuristic defaults instead)", e)
+        return None
+    line = problems_line(table, "heuristic defaults there")
+    if line:
+        log.warning("dsc: %s", line)
+    return table
 
 
 _NAMES: dict[str, str] = {}
@@ -273,20 +416,20 @@ def _device_name(device) -> str:
     return _NAMES[key]
 
 
-def table_for(device) -> TunedTable | None:
-    """This device's tuned table (loaded once per process), or None: heuristics."""
+def table_for(device) -> DeviceTables | None:
+    """This device's tuned tables (loaded once per process), or None: heuristics."""
     name = _device_name(device)
     if name not in _TABLES:
-        path = next((p for p in (file_for(name, d) for d in search_dirs()) if os.path.exists(p)), None)
-        table = TunedTable.load(path) if path else None
-        if table is not None:
-            said = f"tuned kernel configs for {name}: {path}"
+        paths = [p for p in (file_for(name, d) for d in search_dirs()) if os.path.exists(p)]
+        tables = [t for t in map(_read, paths) if t is not None]
+        if tables:
+            said = f"tuned kernel configs for {name}: " + ", then ".join(t.path for t in tables)
         else:
             said = (f"no tuned kernel configs for {name} (looked for {slug(name)}.json in "
                     f"{', '.join(search_dirs())}): heuristic defaults; `dsc tune` makes them")
-        _TABLES[name] = (table, said)
+        _TABLES[name] = (DeviceTables(tables) if tables else None, said)
         cuda = torch.device(device).type == "cuda" if not isinstance(device, DeviceInfo) else device.kind == "cuda"
-        log.log(logging.WARNING if cuda and table is None else logging.INFO, "dsc: %s", said)
+        log.log(logging.WARNING if cuda and not tables else logging.INFO, "dsc: %s", said)
     return _TABLES[name][0]
 
 
@@ -299,3 +442,4 @@ def source(device) -> str:
 def forget() -> None:
     """Drop the loaded tables (after `dsc tune` writes one, and in tests)."""
     _TABLES.clear()
+    _WARNED.clear()

@@ -115,6 +115,24 @@ def test_the_launcher_binds_dims_allocates_scratch_and_orders_arguments(tmp_path
         bind_dims(entry, [args[0][:, :, :1]] + args[1:])
 
 
+@pytest.mark.parametrize("passes, dtype", [("default", "float32"), (FP8, "bfloat16")], ids=["default", "fp8"])
+def test_what_dsc_compile_writes_passes_the_manifest_schema(tmp_path, passes, dtype):
+    """The runtime's schema (tests/runtime/test_nvrtc_artifacts.py) accepts the writer's
+    every definition, and each one's launches plan on CPU tensors up to NVRTC."""
+    from dsc.runtime.nvrtc import _DTYPES
+
+    out = compile_dir(tmp_path, "sm80", passes, dtype=dtype)
+    arts = Artifacts(str(out), 86)
+    assert arts.arch == 80 and arts.manifest["definitions"]
+    for key, entry in arts.manifest["definitions"].items():
+        assert 'extern "C"' in arts.kernel(key).source
+        env = {name: 2 for name in entry["vars"]}
+        args = [torch.zeros([evaluate(d, env) for d in b["shape"]], dtype=_DTYPES[b["dtype"]])
+                for b in entry["buffers"] if not b["scratch"]]
+        plan, _ = launches(entry, args, bind_dims(entry, args))
+        assert [name for name, *_ in plan] == [k["name"] for k in entry["kernels"]]
+
+
 def test_artifacts_are_refused_with_a_reason(tmp_path):
     with pytest.raises(DscError, match="no manifest.json"):
         Artifacts(str(tmp_path), 90)

@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import dsc.ops as ops
-from dsc.eager.moe import _gate
+from dsc.eager.moe import _gate, gate_from_logits
 from dsc.errors import InputError
-from strategies import configs, seeds
+from strategies import SOME, LAYOUTS, as_layout, configs, layouts, poison, poisoned_rows, seeds
 from util import BF16_TOL, F32_TOL, assert_close
 
 pytest.importorskip("triton")
@@ -118,15 +118,20 @@ def test_mla_decode_matches_plain_attention(seed, batch, tokens, heads, page, ca
     g = _gen(seed)
     dv, dk = 16, 24
     pages = -(-70 // page)
-    lens = data.draw(st.lists(st.integers(tokens, pages * page), min_size=batch, max_size=batch))
+    # rows of length 0 (idle slots of a serving batch) beside rows holding their queries and more
+    lens = data.draw(st.lists(st.one_of(st.just(0), st.integers(tokens, pages * page)), min_size=batch,
+                              max_size=batch).filter(any))
     q, cache, table, lens = decode_case(g, batch, tokens, heads, dk, page, pages, lens, dtype)
     out, lse = torch.ops.dsc.mla_decode(q, cache, table, lens, 0.25, dv, causal)
     rows = cache[table.long()].reshape(batch, -1, 1, dk)
     ref, ref_lse = plain_attention(q, rows, rows[..., :dv], lens, 0.25, causal)
     tol = F32_TOL if dtype == torch.float32 else BF16_TOL
     assert out.dtype == dtype
-    assert_close(out.float(), ref, tol, "mla_decode out")
-    assert_close(lse, ref_lse, 1e-5 if dtype == torch.float32 else 1e-3, "mla_decode lse")
+    held = lens > 0
+    # FlashMLA's answer for an empty row: out 0, lse +inf
+    assert bool((out[~held] == 0).all()) and bool(torch.isposinf(lse[~held]).all())
+    assert_close(out[held].float(), ref[held], tol, "mla_decode out")
+    assert_close(lse[held], ref_lse[held], 1e-5 if dtype == torch.float32 else 1e-3, "mla_decode lse")
 
 
 @given(seed=seeds, batch=st.integers(1, 3), tokens=st.integers(1, 5), heads=st.sampled_from([1, 3]),
@@ -142,6 +147,7 @@ def test_mla_prefill_matches_plain_attention(seed, batch, tokens, heads, hk, dty
     assert_close(lse, ref_lse, 1e-5 if dtype == torch.float32 else 1e-3, "mla_prefill lse")
 
 
+@SOME
 @given(cfg=configs(), seed=seeds, tokens=st.integers(1, 9))
 def test_moe_route_matches_deepseeks_gate(cfg, seed, tokens):
     g = _gen(seed)
@@ -160,6 +166,35 @@ def test_moe_route_matches_deepseeks_gate(cfg, seed, tokens):
     assert_close(weights.gather(1, order), ref_w.gather(1, ref_order), F32_TOL, "routing weights")
 
 
+@SOME
+@given(cfg=configs(), seed=seeds, tokens=st.integers(2, 9), data=st.data())
+def test_moe_route_keeps_k_distinct_experts_and_finite_weights_on_non_finite_logits(cfg, seed, tokens, data):
+    """vLLM's rule: non-finite scores count as 0 before selection. Every row still gets
+    top_k distinct in-range experts with finite weights, the rule matches DeepSeek's gate
+    with it applied (dsc.eager), and clean rows route exactly as they would alone."""
+    g = _gen(seed)
+    E, k = cfg.n_routed_experts, cfg.num_experts_per_tok
+    x = torch.randn(tokens, cfg.hidden_size, generator=g)
+    w = {"gate.weight": torch.randn(E, cfg.hidden_size, generator=g)}
+    bias = None
+    if cfg.topk_method == "noaux_tc":
+        bias = w["gate.e_score_correction_bias"] = torch.randn(E, generator=g) * 0.1
+    clean = x @ w["gate.weight"].T
+    bad = data.draw(poisoned_rows(tokens, E))
+    logits = poison(clean, bad)
+    args = (k, cfg.n_group, cfg.topk_group, cfg.topk_method, cfg.scoring_func, cfg.norm_topk_prob,
+            cfg.routed_scaling_factor)
+    ids, weights = ops.moe_route(logits, bias, *args)
+    assert bool(((ids >= 0) & (ids < E)).all()) and bool(torch.isfinite(weights).all())
+    assert all(len(set(row)) == k for row in ids.tolist()), ids
+    ref_ids, ref_w = ops.moe_route(clean, bias, *args)
+    kept = [r for r in range(tokens) if r not in bad]
+    assert torch.equal(ids[kept], ref_ids[kept]) and torch.equal(weights[kept], ref_w[kept])
+    # the same rule in DeepSeek's gate gives the same weights (ids may differ among tied zeroed scores)
+    _, eager_w = gate_from_logits(cfg, logits, bias)
+    assert_close(weights.sort(-1).values, eager_w.sort(-1).values, F32_TOL, "weights beside DeepSeek's gate")
+
+
 def plain_experts(x, w13, w2, w, ids):
     inter = w13.shape[1] // 2
     out = torch.zeros(x.shape, dtype=torch.float32)
@@ -172,10 +207,12 @@ def plain_experts(x, w13, w2, w, ids):
 
 
 @given(seed=seeds, tokens=st.integers(1, 20), experts=st.integers(1, 9), data=st.data(),
-       dtype=st.sampled_from([torch.float32, torch.bfloat16]), id_dtype=st.sampled_from([torch.int32, torch.int64]))
-def test_fused_moe_matches_a_loop_over_experts(seed, tokens, experts, data, dtype, id_dtype):
+       dtype=st.sampled_from([torch.float32, torch.bfloat16]), id_dtype=st.sampled_from([torch.int32, torch.int64]),
+       layout=st.tuples(layouts, layouts, layouts))
+def test_fused_moe_matches_a_loop_over_experts(seed, tokens, experts, data, dtype, id_dtype, layout):
     top_k = data.draw(st.integers(1, experts))
     x, w13, w2, w, ids = moe_case(_gen(seed), tokens, 16, 8, experts, top_k, dtype)
+    x, w13, w2 = (as_layout(t, lay) for t, lay in zip((x, w13, w2), layout))
     out = torch.ops.dsc.fused_moe(x, w13, w2, w, ids.to(id_dtype))
     assert out.dtype == dtype
     assert_close(out.float(), plain_experts(x, w13, w2, w, ids), F32_TOL if dtype == torch.float32 else BF16_TOL,
@@ -218,12 +255,14 @@ def test_fp8_gemm_matches_dequantized_linear(seed, m, act_quant, block, dtype):
     assert_close(out.float(), ref, tol, "fp8_gemm")
 
 
-def test_fused_moe_fp8_matches_dequantized_experts():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fused_moe_fp8_matches_dequantized_experts(layout):
     x, w13, w2, w, ids = moe_case(_gen(4), tokens=7)
     w13q, s13 = ops.fp8_quant(w13, 16, 16)
     w2q, s2 = ops.fp8_quant(w2, 16, 16)
-    out = ops.fused_moe(x, w13q, w2q, w, ids, s13, s2, 16, act_quant=False)
     ref = plain_experts(x, dequant(w13q, s13, 16, 16), dequant(w2q, s2, 16, 16), w, ids)
+    w13q, w2q, s13, s2 = (as_layout(t, layout) for t in (w13q, w2q, s13, s2))  # strided FP8 experts too
+    out = ops.fused_moe(x, w13q, w2q, w, ids, s13, s2, 16, act_quant=False)
     assert_close(out, ref, 1e-4, "weight-only fp8 fused_moe")
 
 
@@ -243,6 +282,10 @@ BAD = {
         (lambda q, c, t, n: (q, c, t, n[:1], 0.3, 16), r"cache_seqlens must have shape \[2\]"),
         (lambda q, c, t, n: (q, c, t, n + 10_000, 0.3, 16), "cache_seqlens must lie in"),
         (lambda q, c, t, n: (q, c, t, n, 0.3, 25), "head_dim_v must be in 1..24"),
+        (lambda q, c, t, n: (q, c, t, n - 100, 0.3, 16), "cache_seqlens must lie in"),
+        # row 1 (20 tokens in 16-token pages) uses entries 0 and 1 of its block table; the pool has 8 pages
+        *[(lambda q, c, t, n, page=page: (q, c, _with(t, (1, 1), page), n, 0.3, 16),
+           rf"block_table\[1, 1\] = {page} names no page: the pool holds pages 0..7") for page in (8, -1, 10 ** 6)],
     ],
     "mla_prefill": [
         (lambda q, k, v, n: (q.half(), k, v, n, 0.2), "k must be float16"),
@@ -253,11 +296,26 @@ BAD = {
 }
 
 
+def _with(t, index, value):
+    t = t.clone()
+    t[index] = value
+    return t
+
+
 @pytest.mark.parametrize("bad, message", BAD["mla_decode"])
 def test_mla_decode_names_bad_arguments(bad, message):
     args = decode_case(_gen(3))
     with pytest.raises(InputError, match=message):
         ops.mla_decode(*bad(*args))
+
+
+def test_mla_decode_ignores_block_table_entries_no_row_uses():
+    """Serving frameworks pad block tables (with -1 or stale pages) past each row's length."""
+    q, cache, table, lens = decode_case(_gen(3))
+    want = ops.mla_decode(q, cache, table, lens, 0.3, 16)
+    padded = _with(_with(table, (0, slice(1, None)), -1), (1, 3), 10 ** 6)  # row 0 uses 1 entry, row 1 uses 2
+    got = ops.mla_decode(q, cache, padded, lens, 0.3, 16)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
 
 
 @pytest.mark.parametrize("bad, message", BAD["mla_prefill"])

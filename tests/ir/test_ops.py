@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dsc.builders.ops import inp, op, param
 from dsc.ir import Graph, graph_cost, interpret, sym
-from strategies import seeds
+from strategies import SOME, MANY, seeds
 from util import F32_TOL, assert_close
 
 B, T, N = sym("B"), sym("T"), sym("N")
@@ -23,6 +23,7 @@ def run1(node, **tensors):
                      {k: v for k, v in tensors.items() if k not in {n.name for n in g.inputs}})["out"]
 
 
+@SOME
 @given(seeds, st.integers(1, 3), st.integers(1, 5), st.integers(0, 6), st.integers(1, 3),
        st.sampled_from([1, None]))
 def test_attention_matches_a_loop_over_tokens(seed, b, t, past, h, kv_heads):
@@ -68,6 +69,7 @@ def brute_select(scores, bias, method, top_k, n_group, topk_group):
     return chosen
 
 
+@MANY
 @given(seeds, st.sampled_from(["greedy", "group_limited_greedy", "noaux_tc"]), st.sampled_from([1, 2, 4]),
        st.integers(2, 4), st.data())
 def test_select_experts_matches_brute_force(seed, method, n_group, per, data):
@@ -85,6 +87,7 @@ def test_select_experts_matches_brute_force(seed, method, n_group, per, data):
     assert [set(r.tolist()) for r in ids] == brute_select(scores, bias, method, top_k, n_group, topk_group)
 
 
+@SOME
 @given(seeds, st.booleans(), st.sampled_from([1.0, 8.0, 40.0]))
 def test_rope_rotates_each_pair_by_its_frequency(seed, interleave, factor):
     g = torch.Generator().manual_seed(seed)

@@ -2,7 +2,7 @@
 verifies; malformed text is refused with the line named."""
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsc.builders import build_mla, build_moe
@@ -11,6 +11,7 @@ from dsc.ir import parse_graph, print_graph, verify
 from strategies import configs
 
 
+@settings(max_examples=100)  # builds, prints and parses a whole layer: ~0.1 s an example
 @given(configs(), st.sampled_from(["f32", "bf16", "f16"]), st.sampled_from(["mla", "moe"]))
 def test_built_graphs_verify_and_round_trip(cfg, dt, layer):
     g = build_mla(cfg, dt) if layer == "mla" else build_moe(cfg, dt)

@@ -11,7 +11,7 @@ from dsc.config import Config
 from dsc.eager import EagerMLA, eager_moe
 from dsc.errors import DscError
 from dsc.nn import MLA, MoE, random_checkpoint
-from strategies import configs, seeds
+from strategies import configs, poison, poisoned_rows, seeds
 from util import COMPILED_BACKENDS, F32_TOL, assert_close
 
 
@@ -58,6 +58,24 @@ def test_moe_matches_eager(backend, cfg, seed, passes, tokens):
     moe.load_state_dict(sd)
     x = torch.randn(tokens, cfg.hidden_size, generator=torch.Generator().manual_seed(seed))
     assert_close(moe(x), eager_moe(cfg, sd, x), F32_TOL, f"MoE ({passes})")
+
+
+@pytest.mark.parametrize("backend", ["reference", *COMPILED_BACKENDS])
+@settings(max_examples=6)
+@given(cfg=configs(), seed=seeds, passes=st.sampled_from(["default", "none"]), tokens=st.integers(2, 12),
+       data=st.data())
+def test_moe_tokens_with_non_finite_values_leave_the_others_untouched(backend, cfg, seed, passes, tokens, data):
+    """A NaN or inf in some tokens' hidden states (padding garbage) makes their router
+    logits non-finite: the layer still runs, and every other token's output is exactly
+    what it is in a clean batch."""
+    sd = random_checkpoint(cfg, "moe", seed=seed)
+    moe = MoE(cfg, backend=backend, passes=passes)
+    moe.load_state_dict(sd)
+    x = torch.randn(tokens, cfg.hidden_size, generator=torch.Generator().manual_seed(seed))
+    bad = data.draw(poisoned_rows(tokens, cfg.hidden_size))
+    kept = [r for r in range(tokens) if r not in bad]
+    out = moe(poison(x, bad))
+    assert_close(out[kept], eager_moe(cfg, sd, x)[kept], F32_TOL, "clean tokens beside poisoned ones")
 
 
 def reference_and(backend: str, cls, cfg, layer: str, seed: int, **kwargs):

@@ -133,6 +133,56 @@ def test_truncate_refuses_to_grow_a_row(mla):
     assert cache.lengths() == [1, 3]
 
 
+@pytest.mark.parametrize("page_size", [0, -1, 1.5, True, "16", 10 ** 6])
+def test_page_size_is_validated_before_anything_is_built(page_size):
+    with pytest.raises(ConfigError, match=r"page_size: must be an int in 1\.\.4096"):
+        MLA(CFG, page_size=page_size)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton", "tvm"])
+@pytest.mark.parametrize("entry", ["one past the pool", -1, 10 ** 6])
+def test_a_block_table_naming_no_page_is_refused_and_the_cache_left_as_it_was(backend, entry):
+    if backend != "reference":
+        pytest.importorskip(backend)
+    m = MLA(CFG, backend=backend, page_size=4)
+    m.load_state_dict(random_checkpoint(CFG, "mla", seed=3))
+    cache = m.new_cache(2, 12)
+    m(torch.randn(2, 3, 64), torch.arange(3).repeat(2, 1), cache)
+    # row 1 holds 3 tokens in its first page; the next 2 tokens reach its second page
+    cache.block_table[1, 1] = cache.pages.shape[0] if entry == "one past the pool" else entry
+    pages, lens = cache.pages.clone(), cache.seqlens.clone()
+    bad = cache.pages.shape[0] if entry == "one past the pool" else entry
+    with pytest.raises(CacheError, match=rf"LatentCache.block_table\[1, 1\] = {bad} names no page"):
+        m(torch.randn(2, 2, 64), torch.arange(3, 5).repeat(2, 1), cache)
+    assert torch.equal(cache.pages, pages) and torch.equal(cache.seqlens, lens)
+
+
+def test_negative_cache_lengths_are_refused(mla):
+    cache = mla.new_cache(1, 8)
+    cache.seqlens.fill_(-3)
+    with pytest.raises(CacheError, match="seqlens must be >= 0"):
+        mla(torch.randn(1, 1, 64), torch.zeros(1, 1, dtype=torch.int64), cache)
+
+
+@pytest.mark.parametrize("layer", ["mla", "moe"])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_a_refused_load_leaves_the_module_exactly_as_it_was(layer, where):
+    """Loading is all or nothing: a meta tensor anywhere in the dict is refused by name
+    and the module keeps every old weight and every weight folded from them."""
+    m = MLA(CFG) if layer == "mla" else MoE(CFG)
+    m.load_state_dict(random_checkpoint(CFG, layer, seed=1))
+    assert m.graph.folds  # the default passes fold (absorb's and fuse_experts' weights)
+    before = {k: v.clone() for k, v in [*m.named_parameters(), *m.named_buffers()]}
+    fresh = random_checkpoint(CFG, layer, seed=2)
+    name = list(fresh)[0 if where == "first" else -1]
+    fresh[name] = fresh[name].to("meta")
+    with pytest.raises(WeightError, match=rf"{name}: a tensor on the meta device holds no values"):
+        m.load_state_dict(fresh)
+    after = dict([*m.named_parameters(), *m.named_buffers()])
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(dtype=torch.float64), "dtype: dsc modules run in"),
     (dict(dtype=torch.int8), "dtype: dsc modules run in"),

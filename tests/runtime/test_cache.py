@@ -1,14 +1,20 @@
-"""The kernel cache: atomic entries, corruption and foreign entries rebuilt, two
-processes racing for one key, a read-only cache directory."""
+"""The kernel cache: atomic entries, corruption and foreign or forged entries rebuilt, two
+processes racing for one key, a writer killed mid-write, a read-only cache directory."""
 
+import hashlib
 import json
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 
 import pytest
 
-from dsc.runtime.cache import MANIFEST, KernelCache, cache_key, default_root
+from dsc.errors import ArtifactError
+from dsc.runtime.cache import _HOST, MANIFEST, STALE_ANY_S, STALE_DEAD_PID_S, KernelCache, cache_key, default_root
 from dsc.runtime.loader import load_module
 
 
@@ -127,3 +133,130 @@ def test_device_detection_and_versions():
     assert cpu.kind == "cpu" and cpu.arch == "cpu" and cpu.capability is None
     versions = library_versions()
     assert {"dsc", "torch", "python"} <= set(versions)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid  # reaped: no process has it (until the kernel reuses it, far off)
+
+
+def _age(path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+KILLED_WRITER = """
+import sys, time
+from dsc.runtime import cache
+
+def stuck(path, key, files, meta):  # the first file written, then killed before the rest
+    with open(path + "/k.py", "w") as f:
+        f.write("x =")
+    print(path, flush=True)
+    time.sleep(600)
+
+cache._write = stuck
+cache.KernelCache(sys.argv[1]).put(sys.argv[2], {"k.py": "x = 1\\n"})
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_entry_and_its_temp_dir_is_removed(tmp_path):
+    key = cache_key(kernel="killed")
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path), key], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        tmp = writer.stdout.readline().strip()
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert os.path.dirname(tmp) == os.path.join(str(tmp_path), key[:2]) and os.path.isdir(tmp)
+    cache = KernelCache(str(tmp_path))
+    assert cache.get(key) is None  # no half entry
+    cache.put(cache_key(kernel="another"), {"k.py": "y = 1\n"})  # (another shard: this one is not swept)
+    _age(tmp, STALE_DEAD_PID_S + 5)
+    entry = cache.get_or_build(key, lambda: ({"k.py": "x = 1\n"}, {}))
+    assert entry.read("k.py") == b"x = 1\n" and not os.path.exists(tmp)
+    assert [n for n in os.listdir(os.path.dirname(entry.path))] == [key]
+
+
+def test_temp_dirs_are_swept_only_once_their_writers_are_gone(tmp_path):
+    key = cache_key(kernel="sweep")
+    shard = tmp_path / key[:2]
+    shard.mkdir()
+    dead, alive = _dead_pid(), os.getpid()
+    dirs = {  # name, age in seconds -> kept?
+        (f".tmp-{dead}@{_HOST}-a", STALE_DEAD_PID_S + 5): False,  # killed writer on this host
+        (f".trash-{dead}@{_HOST}-b", STALE_DEAD_PID_S + 5): False,
+        (f".tmp-{dead}@{_HOST}-c", 5): True,  # too fresh to trust a pid (another pid namespace?)
+        (f".tmp-{alive}@{_HOST}-d", STALE_ANY_S - 60): True,  # a live writer, however slow
+        (f".tmp-{alive}@{_HOST}-e", STALE_ANY_S + 60): False,  # beyond any write: the pid was reused
+        (f".tmp-{dead}@another.host-f", STALE_ANY_S - 60): True,  # another host's pids mean nothing here
+        (f".tmp-{dead}@another.host-g", STALE_ANY_S + 60): False,
+        (".0123abcd-legacy", STALE_ANY_S + 60): False,  # named by an older dsc
+        (cache_key(kernel="an entry"), STALE_ANY_S + 60): True,  # entries are never swept
+    }
+    for name, age in dirs:
+        (shard / name).mkdir()
+        (shard / name / "k.py").write_text("x")
+        _age(shard / name, age)
+    KernelCache(str(tmp_path)).put(key, {"k.py": "z = 1\n"})
+    kept = {name for name, _ in dirs if (shard / name).exists()}
+    assert kept == {name for (name, _), keep in dirs.items() if keep}
+
+
+READ_ONLY = """
+import json, os, sys
+from dsc.runtime.cache import KernelCache, cache_key
+
+cache = KernelCache(sys.argv[1])
+paths = [cache.get_or_build(cache_key(kernel=i), lambda: ({"k.py": "x = 1\\n"}, {})).path for i in range(7)]
+again = cache.put(cache_key(kernel=0), {"k.py": "x = 1\\n"}).path
+print(json.dumps({"reused": paths[0] == again, "dirs": sorted({os.path.dirname(p) for p in paths}),
+                  "tmp": sorted(os.listdir(os.environ["TMPDIR"]))}))
+"""
+
+
+def test_a_read_only_cache_uses_one_private_dir_per_process_removed_at_exit(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory should be")
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    dead = f"dsc-kernels-{_dead_pid()}@{_HOST}-zz"  # a process killed before its exit
+    live = f"dsc-kernels-{os.getpid()}@{_HOST}-yy"
+    for name in (dead, live, "dsc-kernels-someone-else"):
+        (tmpdir / name).mkdir()
+        _age(tmpdir / name, STALE_ANY_S + 60)  # /tmp is everyone's: age alone removes nothing there
+    out = subprocess.run([sys.executable, "-c", READ_ONLY, str(blocker)], env={**os.environ, "TMPDIR": str(tmpdir)},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.splitlines()[-1])
+    private = [n for n in got["tmp"] if n not in (live, "dsc-kernels-someone-else")]
+    assert len(private) == 1 and got["dirs"] == [str(tmpdir / private[0])]  # one for seven entries
+    assert got["reused"]  # a key built twice is written once
+    assert sorted(os.listdir(tmpdir)) == sorted([live, "dsc-kernels-someone-else"])  # removed at exit
+
+
+@pytest.mark.parametrize("forgery", ["no files", "files a list", "a path out", "nested deep"])
+def test_a_forged_entry_is_rebuilt(tmp_path, forgery):
+    cache = KernelCache(str(tmp_path))
+    key = cache_key(kernel=forgery)
+    entry = cache.put(key, {"k.py": "x = 1\n"})
+    forged = {"format": 1, "key": key, "meta": {}}
+    (tmp_path / "secret").write_text("s")
+    forged["files"] = {"no files": {}, "files a list": ["k.py"],
+                       "a path out": {"../../secret": hashlib.sha256(b"s").hexdigest()}}.get(forgery)
+    text = json.dumps(forged) if forgery != "nested deep" else "[" * 100000 + "]" * 100000
+    with open(os.path.join(entry.path, MANIFEST), "w") as f:
+        f.write(text)
+    assert cache.get(key) is None
+    rebuilt = cache.get_or_build(key, lambda: ({"k.py": "x = 2\n"}, {}))
+    assert rebuilt.read("k.py") == b"x = 2\n" and cache.get(key) is not None
+
+
+def test_an_entry_without_the_file_asked_for_is_a_clear_error(tmp_path):
+    entry = KernelCache(str(tmp_path)).put(cache_key(kernel="other"), {"other.py": "x = 1\n"})
+    with pytest.raises(ArtifactError, match=r"has no file 'kernel.py' \(it holds \['other.py'\]\)"):
+        entry.file("kernel.py")
+    with pytest.raises(ValueError, match="at least one file"):
+        KernelCache(str(tmp_path)).put(cache_key(kernel="empty"), {})

@@ -26,10 +26,12 @@ TINY = ("--batches", "1,4", "--contexts", "64", "--prefill", "16", "--max-trials
 
 @pytest.mark.skipif(not installed("tvm"), reason="tvm is not installed")
 def test_tune_tvm_tiny_config_writes_a_file_the_runtime_reads(tmp_path):
-    env = {"DSC_TUNED_DIR": str(tmp_path)}
+    # by default into the user's cache directory (not the installed package), readable by all
+    env = {"DSC_TUNED_DIR": "", "XDG_CACHE_HOME": str(tmp_path)}
     r = dsc("tune", "tiny-v3", "--backend", "tvm", *TINY, env=env)
     assert r.returncode == 0, r.stderr
-    path = tmp_path / f"{slug(cpu_name())}.json"
+    path = tmp_path / "dsc" / "tuned" / f"{slug(cpu_name())}.json"
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~_umask()
     data = json.loads(path.read_text())
     assert data["device"] == cpu_name() and data["versions"]["backend"] == "tvm"
     from dsc.codegen.tvm import fused_moe, gemm
@@ -52,15 +54,27 @@ def test_tune_tvm_tiny_config_writes_a_file_the_runtime_reads(tmp_path):
 
 
 def test_tune_refusals_are_one_line(tmp_path):
-    cases = [("tune", "--batches", "1,x", "--backend", "tvm"), ("tune", "--max-trials", "0", "--backend", "tvm")]
+    cases = [("tune", "--batches", "1,x", "--backend", "tvm"), ("tune", "--max-trials", "0", "--backend", "tvm"),
+             ("tune", "--layer", "moe", "--prefill", "1000000000000", "--backend", "tvm")]  # refused, not allocated
     if not torch.cuda.is_available():
         cases.append(("tune", "--backend", "triton"))
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"format": 1, "device": "Some Other Card", "entries": {}}))
+    (tmp_path / "binary.json").write_bytes(b"\x00\xff\xfe\x80 not a tuned file")
     if installed("tvm"):
-        cases.append(("tune", "--backend", "tvm", "--out", str(other)))
+        cases += [("tune", "--backend", "tvm", "--out", str(other)),
+                  ("tune", "--backend", "tvm", "--out", str(tmp_path / "binary.json")),  # refused, not overwritten
+                  ("tune", "--backend", "tvm", "--out", str(tmp_path / "binary.json" / "x.json")),
+                  ("tune", "--backend", "tvm", "--out", "/sys/dsc-tuned.json")]
     for args in cases:
         r = dsc(*args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("dsc: error:"), (args, r.stderr)
     assert "CUDA" in dsc("tune", "--backend", "triton").stderr or torch.cuda.is_available()
+    assert (tmp_path / "binary.json").read_bytes() == b"\x00\xff\xfe\x80 not a tuned file"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

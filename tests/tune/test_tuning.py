@@ -113,12 +113,16 @@ def test_table_round_trip_and_atomic_save(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
-@pytest.mark.parametrize("text, why", [("{not json", "malformed JSON"), ('{"format": 7, "device": "x"}', "expected"),
-                                       ('{"format": 1, "device": "x", "entries": {"k": {"f32": {"M=1": 3}}}}',
-                                        "entries must map")])
-def test_malformed_files_name_the_file_and_the_problem(tmp_path, text, why):
+@pytest.mark.parametrize("content, why", [
+    (b"{not json", "malformed JSON"), (b'{"format": 7, "device": "x"}', "expected"),
+    (b'{"format": 1, "device": "x", "entries": [3]}', "entries must map"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff", r"not UTF-8 text \(byte 0x89 at offset 0\)"),
+    (b'{"format": 1, "device": "x", "entries": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests too deeply"),
+    (b'{"format": 1, "device": "x", "entries": {}, "n": ' + b"9" * 5000 + b"}", "malformed JSON"),
+])
+def test_malformed_files_name_the_file_and_the_problem(tmp_path, content, why):
     path = tmp_path / "x.json"
-    path.write_text(text)
+    path.write_bytes(content)
     with pytest.raises(TuningError, match=why) as e:
         TunedTable.load(str(path))
     assert str(path) in str(e.value)
@@ -161,6 +165,108 @@ def test_selection_by_device_name_nearest_bucket_and_fallback(fake_device, monke
     warned = [r for r in caplog.records if "no tuned kernel configs for Other GPU" in r.getMessage()]
     assert len(warned) == 1 and warned[0].levelno == logging.WARNING  # an untuned card is worth a warning
     assert "dsc tune" in tuned.source(other)
+
+
+def _file(path, entries) -> None:
+    path.write_text(json.dumps({"format": 1, "device": "Fake GPU 9000", "entries": entries}))
+
+
+def test_malformed_entries_warn_once_naming_file_and_entry_and_fall_back(fake_device, monkeypatch, caplog):
+    dev, path = fake_device
+    space = _space()
+    monkeypatch.setattr(tuned, "_limits", lambda device: Limits("sm90", 1 << 20, 132))
+    good = {"config": {"BLOCK": 64, "warps": 8}}
+    _file(path, {space.kernel: {"bfloat16": {
+        "M=1,N=128": good,
+        "M=8,N=128": {"config": {"BLOCK": 16.0, "warps": 8}},  # 16.0 == 16 in Python; a float tile crashes
+        "M=16,N=128": {"config": {"BLOCK": True, "warps": 8}},
+        "M=abc,N=128": good,  # a bucketed dim that is not an integer
+        "M=1.5,N=64": good,
+        "M=32,N=128": {"config": {"BLOCK": [64], "warps": 8}},  # nested: not a config value
+        "M=64,N=128": 3,
+        "garbage": good,
+    }, "float32": [1, 2]}, "other.kernel": "x"})
+    with caplog.at_level(logging.INFO, logger="dsc"):
+        for _ in range(2):  # the warnings come once
+            assert space.choose({"M": 1, "N": 128}, "bfloat16", dev) == good["config"]
+            for m in (8, 16):  # the nearest entries are bad: the next valid one, never a bad config
+                assert space.choose({"M": m, "N": 128}, "bfloat16", dev) == good["config"]
+            assert space.choose({"M": 2, "N": 64}, "bfloat16", dev) == {"BLOCK": 32, "warps": 4}  # heuristic
+            assert space.choose({"M": 2, "N": 128}, "float32", dev) == {"BLOCK": 32, "warps": 4}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    loaded = [w for w in warnings if "malformed entries" in w]
+    assert len(loaded) == 1 and str(path) in loaded[0] and "5 malformed entries" in loaded[0], warnings
+    assert loaded[0].endswith(": test.kernel / bfloat16 / M=32,N=128: config BLOCK must be a number, string or "
+                              "boolean, got [64]; test.kernel / bfloat16 / M=64,N=128: must be {\"config\": {...}, "
+                              "...}; test.kernel / bfloat16 / garbage: shape key must be name=value pairs joined by "
+                              "commas; and 2 more"), loaded[0]
+    assert TunedTable.load(str(path)).problems[3:] == [
+        "test.kernel / float32: must map shape -> record, got list",
+        "other.kernel: must map dtype -> shape -> record, got str"]
+    at_launch = [w for w in warnings if w.startswith(f"dsc: ignoring an entry of {path}")]
+    assert sorted(w.split(": ", 2)[2] for w in at_launch) == sorted([
+        "test.kernel / bfloat16 / M=8,N=128: config BLOCK must be int, got 16.0",
+        "test.kernel / bfloat16 / M=16,N=128: config BLOCK must be int, got true",
+        "test.kernel / bfloat16 / M=abc,N=128: shape key M must be an integer, got 'abc'",
+        "test.kernel / bfloat16 / M=1.5,N=64: shape key M must be an integer, got '1.5'",
+    ]), at_launch
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff\xfe binary", b"[" * 100_000, b'{"format": 1, "device": 3}'])
+def test_an_unreadable_file_is_one_warning_and_heuristics(fake_device, content, caplog):
+    dev, path = fake_device
+    path.write_bytes(content)
+    space = _space()
+    with caplog.at_level(logging.INFO, logger="dsc"):
+        for _ in range(2):
+            assert space.choose({"M": 1, "N": 128}, "bfloat16", dev) == {"BLOCK": 32, "warps": 4}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and str(path) in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith(f"dsc: ignoring tuned configs {path}: "), warned
+    assert tuned.source(dev).startswith("no tuned kernel configs for Fake GPU 9000")
+
+
+def test_the_user_directory_and_its_precedence_over_the_shipped_files(tmp_path, monkeypatch):
+    monkeypatch.delenv("DSC_TUNED_DIR", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert tuned.user_dir() == str(tmp_path / "home" / ".cache" / "dsc" / "tuned")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert tuned.user_dir() == str(tmp_path / "xdg" / "dsc" / "tuned")
+    monkeypatch.setenv("DSC_TUNED_DIR", str(tmp_path / "mine"))
+    assert tuned.file_for("Fake GPU 9000") == str(tmp_path / "mine" / "fake-gpu-9000.json")  # not the package's
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(tuned, "SHIPPED_DIR", str(shipped))
+    monkeypatch.setattr(tuned, "_limits", lambda device: Limits("sm90", 1 << 20, 132))
+    assert tuned.search_dirs() == [str(tmp_path / "mine"), str(shipped)]
+    space, dev = _space(), DeviceInfo("cuda", "Fake GPU 9000", (9, 0))
+    _file(shipped / "fake-gpu-9000.json", {space.kernel: {"bfloat16": {
+        "M=1,N=128": {"config": {"BLOCK": 16, "warps": 4}}, "M=1,N=64": {"config": {"BLOCK": 16, "warps": 8}}}}})
+    (tmp_path / "mine").mkdir()
+    _file(tmp_path / "mine" / "fake-gpu-9000.json", {space.kernel: {"bfloat16": {
+        "M=1,N=128": {"config": {"BLOCK": 64, "warps": 8}}}}})
+    tuned.forget()
+    try:
+        assert space.choose({"M": 1, "N": 128}, "bfloat16", dev) == {"BLOCK": 64, "warps": 8}  # the user's
+        assert space.choose({"M": 1, "N": 64}, "bfloat16", dev) == {"BLOCK": 16, "warps": 8}  # shipped, not in his
+        assert tuned.source(dev) == (f"tuned kernel configs for Fake GPU 9000: {tmp_path / 'mine'}/fake-gpu-9000.json"
+                                     f", then {shipped}/fake-gpu-9000.json")
+    finally:
+        tuned.forget()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_saved_files_are_readable_as_open_would_make_them(tmp_path, umask, mode):
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        TunedTable("dev").save(str(tmp_path / "dev.json"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "dev.json").st_mode) == mode
 
 
 class FakeTimer:

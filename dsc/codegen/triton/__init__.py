@@ -1,15 +1,13 @@
-"""IR kernel groups -> Triton source, cached, loaded and launched (issue 4, in progress:
-the latent-cache write group so far).
+"""IR kernel groups -> Triton source, cached, loaded and launched.
 
-On a machine without CUDA, Triton kernels run under Triton's interpreter, which must
-be switched on before triton is first imported: importing this package does that.
+On a machine without CUDA, Triton kernels run under Triton's interpreter; importing
+this package switches it on, whether or not triton was imported before
+(dsc.codegen.triton.interpreter says how).
 """
-
-import sys as _sys
 
 import torch as _torch
 
-if not _torch.cuda.is_available() and "triton" not in _sys.modules:
-    from dsc.codegen.triton.build import use_interpreter as _use_interpreter
+if not _torch.cuda.is_available():
+    from dsc.codegen.triton.interpreter import use_interpreter as _use_interpreter
 
     _use_interpreter()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dsc.codegen.triton.interpreter import use_interpreter
 from dsc.errors import DscError
 from dsc.runtime.cache import KernelCache, cache_key
 from dsc.runtime.device import detect, library_versions
@@ -129,19 +130,6 @@ def with_helpers(source: str) -> str:
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def use_interpreter() -> None:
-    """Run Triton kernels on the CPU. Triton reads TRITON_INTERPRET when it is imported
-    (its own tl.math helpers are jitted then), so this must happen before the first
-    `import triton` in the process; importing dsc.codegen.triton on a machine without
-    CUDA does it."""
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return
-    if "triton" in sys.modules:
-        raise DscError("Triton was imported before its interpreter was enabled; on a machine without CUDA set "
-                       "TRITON_INTERPRET=1 before importing triton (or import dsc.codegen.triton first)")
-    os.environ["TRITON_INTERPRET"] = "1"
 
 
 def _entry(spec: KernelSpec, arch: str, interpret: bool):

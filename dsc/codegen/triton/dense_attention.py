@@ -65,7 +65,8 @@ def flash_attention(q_ptr, sqb, sqt, sqh, k_ptr, skb, sks, skh, v_ptr, svb, svs,
     o_row = ((b.to(tl.int64) * T + t) * H + h) * DV
     tl.store(out_ptr + o_row[:, None] + dv[None, :], to_out(out, out_ptr.dtype.element_ty),
              mask=t_ok[:, None] & (dv[None, :] < DV))
-    tl.store(lse_ptr + (b * H + h) * T + t, lse, mask=t_ok)
+    # a query that saw no key: lse = +inf, FlashAttention's and FlashMLA's convention (out is 0)
+    tl.store(lse_ptr + (b * H + h) * T + t, tl.where(lse == float("-inf"), float("inf"), lse), mask=t_ok)
 '''
 
 SPEC = KernelSpec("flash_attention", with_helpers(SOURCE), "(cdiv(T, BLOCK_M), B * H)")

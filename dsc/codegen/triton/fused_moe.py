@@ -52,7 +52,7 @@ def moe_align(ids_ptr, sorted_ptr, NK, ROWS, E: tl.constexpr, BLOCK: tl.constexp
 
 
 @triton.jit
-def grouped_gemm(a_ptr, sam, sorted_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, s_ptr, sse, KB, UP_OFF, route_ptr,
+def grouped_gemm(a_ptr, sam, sorted_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, swk, s_ptr, sse, KB, UP_OFF, route_ptr,
                  out_ptr, NK, ROWS, N, K,
                  TOPK: tl.constexpr, GATHER: tl.constexpr, SWIGLU: tl.constexpr, ROUTE: tl.constexpr,
                  WFP8: tl.constexpr, ACT_QUANT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -70,19 +70,19 @@ def grouped_gemm(a_ptr, sam, sorted_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, s_pt
     else:
         row = r
     a = a_ptr + row[:, None].to(tl.int64) * sam + kk[None, :]
-    w_off = expert * swe + n[None, :].to(tl.int64) * swn + kk[:, None]
+    w_off = expert * swe + n[None, :].to(tl.int64) * swn + kk[:, None].to(tl.int64) * swk
     acc_g = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     acc_u = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
     k_end = tl.where(first < NK, K, 0)  # a block of padding does no work
     for k0 in range(0, k_end, BLOCK_K):
         x = tl.load(a + k0, mask=valid[:, None] & (kk[None, :] + k0 < K), other=0.0)
         wmask = (kk[:, None] + k0 < K) & (n[None, :] < N)
-        wg = tl.load(wg_ptr + w_off + k0, mask=wmask, other=0.0)
+        wg = tl.load(wg_ptr + w_off + k0 * swk, mask=wmask, other=0.0)
         if WFP8:  # block scales of the gate (or only) rows, and of the up rows UP_OFF further down
             s_row = s_ptr + expert * sse + k0 // BLOCK_K
             acc_g += fp8_step(x, wg, tl.load(s_row + (n // BLOCK_K) * KB, mask=n < N, other=0.0), ACT_QUANT, DOT_F32)
             if SWIGLU:
-                wu = tl.load(wu_ptr + w_off + k0, mask=wmask, other=0.0)
+                wu = tl.load(wu_ptr + w_off + k0 * swk, mask=wmask, other=0.0)
                 su = tl.load(s_row + ((n + UP_OFF) // BLOCK_K) * KB, mask=n < N, other=0.0)
                 acc_u += fp8_step(x, wu, su, ACT_QUANT, DOT_F32)
         else:
@@ -91,7 +91,7 @@ def grouped_gemm(a_ptr, sam, sorted_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, s_pt
                 wg = wg.to(tl.float32)
             acc_g = tl.dot(x, wg, acc_g)
             if SWIGLU:
-                wu = tl.load(wu_ptr + w_off + k0, mask=wmask, other=0.0)
+                wu = tl.load(wu_ptr + w_off + k0 * swk, mask=wmask, other=0.0)
                 if DOT_F32:
                     wu = wu.to(tl.float32)
                 acc_u = tl.dot(x, wu, acc_u)
@@ -150,7 +150,8 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
                  scales: torch.Tensor | None = None, up_offset: int = 0, act_quant: bool = False,
                  scale_block: int = 128, out: torch.Tensor | None = None) -> torch.Tensor:
     """Rows of the sorted layout: (silu(a wgᵀ) * a wuᵀ if w_up else a wgᵀ) [* route], padding
-    rows zero. w_gate / w_up [E, N, K] (views with one expert stride); float32 out with
+    rows zero. w_gate / w_up [E, N, K] (any strides, the same for both: views of one w13);
+    float32 out with
     route. With scales [E, ceil(rows/b), ceil(K/b)] the weights are block-scaled e4m3
     (the up rows start up_offset rows into the scaled weight); act_quant quantizes the
     activations per row per scale_block channels."""
@@ -169,11 +170,13 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     grid = (-(-rows // block), -(-n // cfg["BLOCK_N"]))
     if rows and n:
         s = scales.contiguous() if fp8 else a
+        if w_up is not None and w_up.stride() != w_gate.stride():  # the kernel walks both with one set of strides
+            w_gate, w_up = w_gate.contiguous(), w_up.contiguous()
         if fp8 and not act_quant:
             w_gate, w_up = w_gate.view(torch.uint8), w_up.view(torch.uint8) if w_up is not None else None
         load_kernel(GEMM, a.device)[grid](
             a, a.stride(0), sorted_slots, ids.contiguous(), w_gate, w_up if w_up is not None else w_gate,
-            w_gate.stride(0), w_gate.stride(1), s, s.stride(0) if fp8 else 0, s.shape[-1] if fp8 else 0, up_offset,
+            w_gate.stride(0), w_gate.stride(1), w_gate.stride(2), s, s.stride(0) if fp8 else 0, s.shape[-1] if fp8 else 0, up_offset,
             route.contiguous() if route is not None else a, out, ids.numel(), rows, n, k, TOPK=ids.shape[1],
             GATHER=gather, SWIGLU=w_up is not None, ROUTE=route is not None, WFP8=fp8, ACT_QUANT=act_quant,
             BLOCK_M=block, DOT_F32=a.device.type != "cuda" or (a.dtype == torch.float32 and not act_quant), **cfg)
@@ -233,7 +236,7 @@ def signature(dtype: str, experts: int = 257, topk: int = 9, block: int = 16, fp
                     {"E": experts, "BLOCK": block, "CHUNK": ALIGN_CHUNK, "BLOCK_E": next_pow2(experts)})
     wdt = ("fp8e4nv" if act_quant else "u8") if fp8 else dtype
     gemm_sig = {"a_ptr": f"*{dtype}", "sam": "i32", "sorted_ptr": "*i32", "ids_ptr": "*i64",
-                "wg_ptr": f"*{wdt}", "wu_ptr": f"*{wdt}", "swe": "i32", "swn": "i32", "s_ptr": "*fp32", "sse": "i32",
+                "wg_ptr": f"*{wdt}", "wu_ptr": f"*{wdt}", "swe": "i32", "swn": "i32", "swk": "i32", "s_ptr": "*fp32", "sse": "i32",
                 "KB": "i32", "UP_OFF": "i32", "route_ptr": "*fp32", "out_ptr": f"*{dtype}", "NK": "i32",
                 "ROWS": "i32", "N": "i32", "K": "i32"}
     common = {"TOPK": topk, "BLOCK_M": block, "BLOCK_N": 64, "BLOCK_K": 128 if fp8 else 64, "WFP8": fp8,

@@ -115,7 +115,9 @@ def paged_mla_combine(mid_o_ptr, mid_lse_ptr, out_ptr, lse_ptr, T, H,
     b = row // (T * H)
     t = (row // H) % T
     h = row % H
-    tl.store(lse_ptr + (b * H + h) * T + t, tl.where(total > 0, g_safe + tl.log(total), float("-inf")))
+    # a row that saw no position: lse = +inf, FlashMLA's convention (out is 0)
+    tl.store(lse_ptr + (b * H + h) * T + t, tl.where(total > 0, g_safe + tl.log(tl.where(total > 0, total, 1.0)),
+                                                         float("inf")))
 '''
 
 SPLIT = KernelSpec("paged_mla_split", with_helpers(SOURCE), "(B, cdiv(T * H, BLOCK_M), SPLITS)")

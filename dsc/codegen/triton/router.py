@@ -38,10 +38,12 @@ def moe_router(logits_ptr, bias_ptr, ids_ptr, w_ptr, N, eps, scale, extra_w,
         m = tl.max(x, axis=1)[:, None]
         p = tl.exp(x - m)
         s = p / tl.sum(p, axis=1)[:, None]
-    s = tl.where(e_ok, s, 0.0)
+    # non-finite scores (a NaN or inf logit) count as 0: k distinct experts, finite weights (vLLM's rule)
+    s = tl.where(e_ok & (s == s) & (tl.abs(s) < float("inf")), s, 0.0)
     choice = s
     if HAS_BIAS:
         choice = s + tl.load(bias_ptr + e, mask=e_ok, other=0.0).to(tl.float32)
+        choice = tl.where((choice == choice) & (tl.abs(choice) < float("inf")), choice, 0.0)
     choice = tl.where(e_ok, choice, float("-inf"))
 
     if METHOD != 0:  # group-limited: keep the TG best groups (by max, or by the sum of the best two)

@@ -31,8 +31,11 @@ def define_router(spec: RouterSpec, experts: int, has_bias: bool, target: str = 
     sigmoid = spec.func == "sigmoid"
     neg_inf = T.float32(float("-inf"))
 
+    def finite(v):  # non-finite scores count as 0: k distinct experts, finite weights (vLLM's rule)
+        return T.if_then_else(T.isfinite(v), v, T.float32(0))
+
     def choice(s, bias, e):  # the correction bias steers selection only
-        return s[e] + bias[e] if has_bias else s[e]
+        return finite(s[e] + bias[e]) if has_bias else s[e]
 
     @T.prim_func
     def main(l_h: T.handle, b_h: T.handle, i_h: T.handle, w_h: T.handle):
@@ -62,6 +65,7 @@ def define_router(spec: RouterSpec, experts: int, has_bias: bool, target: str = 
                 for e in range(e_):
                     s[e] = s[e] / f[2]
             for e in range(e_):
+                s[e] = finite(s[e])
                 ch[e] = choice(s, bias, e)
             if grouped:
                 for g in range(g_):

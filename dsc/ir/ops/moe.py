@@ -12,6 +12,14 @@ from dsc.ir.ops.checks import dim_match, float_dtype, int_dtype, rank_is, same_d
 from dsc.ir.types import TensorType, f32, i64
 
 
+def finite_or_zero(scores: torch.Tensor) -> torch.Tensor:
+    """vLLM's rule for non-finite router scores (a NaN or infinite logit, e.g. from a
+    padded token's garbage hidden state): they count as 0 before selection, so the top-k
+    stays k distinct experts, the weights stay finite, and no other token is touched. A
+    softmax row with a NaN or +inf logit is NaN throughout, so all of it becomes 0."""
+    return torch.where(torch.isfinite(scores), scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
+
+
 @register
 class RouterScores(OpDef):
     """Per-expert affinities from router logits [N, E], computed in float32."""
@@ -28,7 +36,7 @@ class RouterScores(OpDef):
 
     def reference(self, args, a):
         x = args[0]
-        return x.softmax(dim=-1) if a["func"] == "softmax" else x.sigmoid()
+        return finite_or_zero(x.softmax(dim=-1) if a["func"] == "softmax" else x.sigmoid())
 
     def flops(self, srcs, out, a):
         return 4 * sympy.sympify(out.numel())
@@ -79,7 +87,7 @@ class SelectExperts(OpDef):
 
     def reference(self, args, a):
         scores = args[0]
-        choice = scores + args[1] if len(args) == 2 else scores
+        choice = finite_or_zero(scores + args[1]) if len(args) == 2 else scores
         if a["method"] != "greedy":
             n, e = choice.shape
             grouped = choice.view(n, a["n_group"], e // a["n_group"])
