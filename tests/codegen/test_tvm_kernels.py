@@ -104,5 +104,5 @@ def test_the_tvm_backend_without_tvm_is_a_clear_error(monkeypatch):
             raise ImportError("No module named 'tvm'")
         return real(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", no_tvm)
-    with pytest.raises(DscError, match=r"backend 'tvm' needs Apache TVM: pip install 'dsc\[tvm\]'"):
+    with pytest.raises(DscError, match=r"backend 'tvm' needs Apache TVM: pip install 'dsc-compiler\[tvm\]'"):
         MoE(Config.preset("tiny-v3"), backend="tvm")

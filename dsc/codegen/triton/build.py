@@ -4,11 +4,13 @@ The source is written into a cache entry named by its content hash (with the bac
 device and library versions) and imported from there. On a machine without CUDA the
 kernel runs under Triton's interpreter (TRITON_INTERPRET=1, set before the source is
 loaded); `compile_for` builds the same kernel for a GPU architecture without a GPU, so
-CI catches GPU-only compile errors.
+CI catches GPU-only compile errors; `compile_all` does so for the arguments of a recorded
+launch (`recorded_launches`) as Triton's JIT specializes them, the variant a GPU runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from dataclasses import dataclass
@@ -139,6 +141,8 @@ def _entry(spec: KernelSpec, arch: str, interpret: bool):
 
 
 def load_kernel(spec: KernelSpec, device: torch.device | str = "cpu"):
+    if _recording is not None:  # inside recorded_launches(): note the launch, run nothing
+        return _Recorder(spec, _recording)
     info = detect(device)
     if info.kind == "cpu":
         use_interpreter()
@@ -147,29 +151,92 @@ def load_kernel(spec: KernelSpec, device: torch.device | str = "cpu"):
     return getattr(module, spec.name)
 
 
+_recording: list | None = None
+
+
+@dataclass
+class _Recorder:
+    spec: KernelSpec
+    launches: list
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: self.launches.append((self.spec, args, kwargs))
+
+
+@contextlib.contextmanager
+def recorded_launches():
+    """Inside the block, kernel launches are recorded as (spec, args, kwargs) into the
+    list it yields instead of running (outputs stay unwritten): the real arguments of a
+    call, from which compile_all specializes a kernel as Triton's JIT does at launch."""
+    global _recording
+    outer, _recording = _recording, []
+    try:
+        yield _recording
+    finally:
+        _recording = outer
+
+
 _COMPILE = """
 import importlib.util, json, sys
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+from triton.compiler import ASTSource, make_backend
+from triton.runtime.jit import create_function_from_signature
+
 jobs, arch = json.load(sys.stdin)
+target = GPUTarget("cuda", arch, 32)
+backend = make_backend(target)
+
+
+def value(a):
+    # a tensor comes back as one element of its dtype, on a 16-byte boundary or off it as
+    # the recorded one was: all the JIT reads of a tensor
+    if isinstance(a, dict):
+        t = torch.empty(32, dtype=getattr(torch, a["tensor"]))
+        return t[:1] if a["aligned"] else t[1:2]
+    return a
+
+
+def specialize(fn, args, kwargs, constexprs, options):
+    # JITFunction.run's own steps from a launch's arguments to what it compiles, in the
+    # installed version's formats: ints equal to 1 become constexprs, ints and pointers
+    # that are multiples of 16 get tt.divisibility
+    kwargs = {**dict(zip(fn.arg_names, map(value, args))), **{k: value(v) for k, v in kwargs.items()},
+              **constexprs, **options}
+    bound, specialization, opts = create_function_from_signature(fn.signature, fn.params, backend)(**kwargs)
+    opts, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, opts)
+    return ASTSource(fn, signature, constexprs, attrs), opts.__dict__
+
+
+done = {}
 for i, (path, name, signature, constexprs, options) in enumerate(jobs):
     spec = importlib.util.spec_from_file_location(f"kernel_under_check_{i}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     fn = getattr(module, name)
-    # what the JIT learns from real arguments: these are multiples of 16 (so loads can
-    # be vectorized and pipelined through shared memory)
-    attrs = {(fn.arg_names.index(a),): [["tt.divisibility", 16]] for a in options.pop("divisible", [])}
+    args, kwargs, divisible = options.pop("args", None), options.pop("kwargs", {}), options.pop("divisible", [])
     try:
-        compiled = triton.compile(ASTSource(fn, signature, constexprs=constexprs, attrs=attrs),
-                                  target=GPUTarget("cuda", arch, 32), options=options)
+        if args is not None:
+            src, options = specialize(fn, args, kwargs, constexprs, options)
+        else:  # a signature as given, with the arguments named as multiples of 16
+            attrs = {(fn.arg_names.index(a),): backend.parse_attr("D") for a in divisible}
+            src = ASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
+        key = repr((path, name, src.signature, src.constants, src.attrs, sorted(options.items())))
+        if key not in done:  # launches the JIT would serve from one compiled kernel
+            compiled = triton.compile(src, target=target, options=options)
+            named = {fn.arg_names[p[0]]: a for p, a in src.attrs.items() if len(p) == 1}
+            done[key] = {"ptx": compiled.asm["ptx"], "cubin_bytes": len(compiled.asm["cubin"]),
+                         "shared": compiled.metadata.shared, "specialized": {
+                             "constexpr": [p.name for p in fn.params
+                                           if not p.is_constexpr and src.signature[p.name] == "constexpr"],
+                             "divisible": [a for a, v in named.items()
+                                           if any(x[0] == "tt.divisibility" for x in v)]}}
     except Exception as e:
         lines = [line for line in str(e).strip().splitlines() if line.strip(" ^")]
         print(json.dumps({"error": f"{name}: {type(e).__name__}: {' | '.join(lines[-3:])}"}))
         continue
-    print(json.dumps({"ptx": compiled.asm["ptx"], "cubin_bytes": len(compiled.asm["cubin"]),
-                      "shared": compiled.metadata.shared}))
+    print(json.dumps(done[key]))
 """
 
 
@@ -179,17 +246,25 @@ def launch_options(config: dict, device) -> dict:
 
 
 def compile_all(jobs: list[tuple], arch: int) -> list[dict]:
-    """Compile each (spec, signature, constexprs[, options: num_warps, num_stages, and
-    "divisible", the arguments known to be multiples of 16 as the JIT would specialize
-    them]) for CUDA compute capability `arch`
-    (80, 90) without a GPU, in one fresh process with the interpreter off (Triton fixes
-    the mode at import). Returns {"ptx", "cubin_bytes", "shared"} per job; a compile
-    error raises DscError with Triton's message."""
+    """Compile each (spec, signature, constexprs[, options]) for CUDA compute capability
+    `arch` (80, 90) without a GPU, in one fresh process with the interpreter off (Triton
+    fixes the mode at import). options: num_warps, num_stages, and either "args" (with
+    "kwargs"), the arguments of a recorded launch (recorded_launches), which Triton's JIT
+    specializes as it would at that launch, or "divisible", the arguments of the given
+    signature to take as multiples of 16. constexprs win over recorded values (GPU tile
+    sizes over the recording's). Returns {"ptx", "cubin_bytes", "shared", "specialized":
+    {"constexpr": arguments specialized to constants, "divisible": multiples of 16}} per
+    job; a compile error raises DscError with Triton's message."""
     import json
     import subprocess
 
-    payload = [[_entry(job[0], f"sm{arch}", False).file("kernel.py"), job[0].name, job[1], job[2],
-                job[3] if len(job) > 3 else {}] for job in jobs]
+    payload = []
+    for job in jobs:
+        options = dict(job[3]) if len(job) > 3 else {}
+        if "args" in options:
+            options["args"] = [_argument(a) for a in options["args"]]
+            options["kwargs"] = {k: _argument(v) for k, v in options.get("kwargs", {}).items()}
+        payload.append([_entry(job[0], f"sm{arch}", False).file("kernel.py"), job[0].name, job[1], job[2], options])
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     r = subprocess.run([sys.executable, "-c", _COMPILE], input=json.dumps([payload, arch]), capture_output=True,
                        text=True, env=env)
@@ -200,6 +275,16 @@ def compile_all(jobs: list[tuple], arch: int) -> list[dict]:
         if "error" in res:
             raise DscError(f"Triton could not compile for sm_{arch}: {res['error']}")
     return results
+
+
+def _argument(a):
+    """A launch argument as JSON: what Triton's JIT specializes on (a tensor's dtype and
+    whether its address is a multiple of 16; ints, floats and flags by value)."""
+    if isinstance(a, torch.Tensor):
+        return {"tensor": str(a.dtype).removeprefix("torch."), "aligned": a.data_ptr() % 16 == 0}
+    if a is None or isinstance(a, (bool, int, float)):
+        return a
+    raise DscError(f"compile check: cannot pass a launch argument of type {type(a).__name__}")
 
 
 def compile_for(spec: KernelSpec, signature: dict, constexprs: dict, arch: int) -> dict:

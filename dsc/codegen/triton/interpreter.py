@@ -35,7 +35,10 @@ def _index_scalars_portably() -> None:
     ("only 0-dimensional arrays can be converted to Python scalars", triton#9171).
     Triton 3.9 squeezes first: do the same on older versions. Nothing a kernel can
     write avoids it short of while loops, which GPUs do not pipeline."""
-    import triton.runtime.interpreter as interp
+    try:
+        import triton.runtime.interpreter as interp
+    except ImportError:  # no triton: nothing to run
+        return
 
     patch = getattr(interp, "_patch_lang_tensor", None)
     if patch is None or getattr(patch, "squeezes_index", False):
