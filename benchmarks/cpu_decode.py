@@ -42,16 +42,13 @@ def median_ms(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def rel(a, b) -> float:
-    return float((a.double() - b.double()).norm() / b.double().norm())
-
-
 def mla_decode(cfg, batch: int, context: int, repeat: int) -> dict:
     import torch
     from transformers import DynamicCache
 
     from dsc.nn import MLA, random_checkpoint
     from dsc.nn.hf import causal_mask, hf_modules
+    from dsc.runtime.accuracy import relative_error
 
     sd = random_checkpoint(cfg, "mla", seed=0)
     _, attn, _, rotary = hf_modules(cfg)
@@ -91,7 +88,7 @@ def mla_decode(cfg, batch: int, context: int, repeat: int) -> dict:
                 cache.truncate([context] * batch)
                 return out
             got = dsc_step()
-            record[backend] = {"ms": median_ms(dsc_step, repeat), "rel_err_vs_hf": rel(got, want),
+            record[backend] = {"ms": median_ms(dsc_step, repeat), "rel_err_vs_hf": relative_error(got, want),
                                "cache_bytes": context * batch * cache.pages.shape[2] * cache.pages.element_size(),
                                "cache_allocated_bytes": cache.pages.numel() * cache.pages.element_size()}
     record["speedup_tvm_vs_hf"] = record["hf"]["ms"] / record["tvm"]["ms"]
@@ -103,6 +100,7 @@ def moe(cfg, tokens: int, repeat: int) -> dict:
     import torch
 
     from dsc.nn import MoE, random_checkpoint
+    from dsc.runtime.accuracy import relative_error
 
     sd = random_checkpoint(cfg, "moe", seed=0)
     x = torch.randn(tokens, cfg.hidden_size, generator=torch.Generator().manual_seed(1))
@@ -116,7 +114,7 @@ def moe(cfg, tokens: int, repeat: int) -> dict:
             layer.load_state_dict(sd)
             outs[backend] = layer(x)
             record[backend] = {"ms": median_ms(lambda layer=layer: layer(x), repeat)}
-    record["rel_err_tvm_vs_reference"] = rel(outs["tvm"], outs["reference"])
+    record["rel_err_tvm_vs_reference"] = relative_error(outs["tvm"], outs["reference"])
     record["speedup_tvm_vs_reference"] = record["reference"]["ms"] / record["tvm"]["ms"]
     return record
 

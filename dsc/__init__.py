@@ -3,8 +3,7 @@
 from dsc.config import Config, Yarn
 from dsc.errors import CacheError, ConfigError, DscError, InputError, IRError, ParseError, WeightError
 from dsc.presets import PRESET_NAMES
-
-__version__ = "0.1.0"
+from dsc.version import __version__
 
 __all__ = ["Config", "Yarn", "ConfigError", "DscError", "InputError", "IRError", "ParseError", "WeightError",
            "CacheError", "PRESET_NAMES", "nn", "ops", "integrations", "__version__"]
@@ -13,8 +12,8 @@ __all__ = ["Config", "Yarn", "ConfigError", "DscError", "InputError", "IRError",
 # Subpackages that pull in torch (and, for some, triton or transformers) are imported on
 # first use, so `import dsc; dsc.integrations.hf.patch(...)` works as written while
 # `import dsc` alone stays light.
-_LAZY_SUBMODULES = ("nn", "ops", "integrations", "eager", "ir", "passes", "builders", "codegen", "runtime", "tune",
-                    "bench", "cli")
+_LAZY_SUBMODULES = ("nn", "ops", "integrations", "eager", "ir", "passes", "builders", "codegen", "runtime", "executor",
+                    "tune", "bench", "cli")
 
 
 def __getattr__(name):

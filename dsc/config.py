@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from dsc.errors import ConfigError
+from dsc.routing import SCORING_FUNCS, TOPK_METHODS, broken_routing_rule
 
-TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
-SCORING_FUNCS = ("softmax", "sigmoid")
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,8 @@ class Config:
     @property
     def softmax_scale(self) -> float:
         """1/sqrt(qk_head_dim), times YaRN's mscale(factor, mscale_all_dim) squared."""
+        from dsc.ir.ops.rope import yarn_mscale  # the YaRN math lives with rope; lazily, as the IR pulls in torch
+
         scale = self.qk_head_dim ** -0.5
         y = self.rope_scaling
         if y is not None and y.mscale_all_dim:
@@ -133,13 +134,6 @@ class Config:
 
     def replace(self, **changes: Any) -> "Config":
         return dataclasses.replace(self, **changes)
-
-
-def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
-    """YaRN's attention-temperature factor (DeepSeek's `yarn_get_mscale`)."""
-    if scale <= 1:
-        return 1.0
-    return 0.1 * mscale * math.log(scale) + 1.0
 
 
 # -- reading a config.json --------------------------------------------------------------
@@ -274,18 +268,10 @@ def _validate(c: Config) -> None:
     need(isinstance(c.norm_topk_prob, bool), "norm_topk_prob", "must be true or false")
     need(c.topk_method in TOPK_METHODS, "topk_method", f"must be one of {', '.join(TOPK_METHODS)}")
     need(c.scoring_func in SCORING_FUNCS, "scoring_func", f"must be one of {', '.join(SCORING_FUNCS)}")
-    need(c.num_experts_per_tok <= c.n_routed_experts, "num_experts_per_tok",
-         f"must not exceed n_routed_experts ({c.n_routed_experts})")
-    need(c.n_routed_experts % c.n_group == 0, "n_group",
-         f"must divide n_routed_experts ({c.n_routed_experts})")
-    need(c.topk_group <= c.n_group, "topk_group", f"must not exceed n_group ({c.n_group})")
-    if c.topk_method != "greedy":
-        reachable = c.topk_group * (c.n_routed_experts // c.n_group)
-        need(c.num_experts_per_tok <= reachable, "num_experts_per_tok",
-             f"must not exceed the experts in the top {c.topk_group} groups ({reachable}) for {c.topk_method}")
-    if c.topk_method == "noaux_tc":
-        need(c.n_routed_experts // c.n_group >= 2, "n_group",
-             "must leave at least 2 experts per group for noaux_tc (groups are scored by their top-2 sum)")
+    broken = broken_routing_rule(c.n_routed_experts, c.num_experts_per_tok, c.n_group, c.topk_group, c.topk_method,
+                                 names={"experts": "n_routed_experts", "top_k": "num_experts_per_tok"})
+    if broken:
+        need(False, broken[0], broken[1])
     need(c.model_type in ("deepseek_v2", "deepseek_v3"), "model_type", "must be deepseek_v2 or deepseek_v3")
     y = c.rope_scaling
     if y is not None:

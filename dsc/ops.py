@@ -20,12 +20,11 @@ from torch import Tensor
 import dsc.codegen.triton  # noqa: F401  (on a machine without CUDA: Triton's interpreter)
 from dsc.codegen.paged import check_pages
 from dsc.errors import InputError
+from dsc.ir.ops.grouped import EXPERT_BLOCK
+from dsc.routing import SCORING_FUNCS, TOPK_METHODS, broken_routing_rule
 
 FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 E4M3 = torch.float8_e4m3fn
-EXPERT_BLOCK = 16  # rows per grouped-GEMM block: fuse_experts' choice (dsc.passes.fuse_experts.BLOCK)
-TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
-SCORING_FUNCS = ("softmax", "sigmoid")
 
 
 def check(op: str, name: str, t, *, dtypes: Sequence[torch.dtype] | None = None, rank: int | None = None,
@@ -171,16 +170,9 @@ def _moe_route_checks(router_logits, e_score_correction_bias, top_k, n_group, to
         raise InputError(f"dsc.ops.moe_route: scoring_func must be softmax or sigmoid, got {scoring_func!r}")
     if (topk_method == "noaux_tc") != (e_score_correction_bias is not None):
         raise InputError("dsc.ops.moe_route: e_score_correction_bias is needed by noaux_tc, and only by it")
-    if n_group < 1 or E % n_group or not 1 <= topk_group <= n_group:
-        raise InputError(f"dsc.ops.moe_route: n_group {n_group} must divide the {E} experts and topk_group "
-                         f"{topk_group} lie in 1..n_group")
-    if topk_method == "noaux_tc" and E // n_group < 2:
-        raise InputError(f"dsc.ops.moe_route: noaux_tc scores a group by its top two experts, so needs at least "
-                         f"2 experts per group; {E} experts in {n_group} groups have {E // n_group}")
-    reachable = E if topk_method == "greedy" else topk_group * (E // n_group)
-    if not 1 <= top_k <= reachable:
-        raise InputError(f"dsc.ops.moe_route: top_k must lie in 1..{reachable} (the experts it can reach), "
-                         f"got {top_k}")
+    broken = broken_routing_rule(E, top_k, n_group, topk_group, topk_method)
+    if broken:
+        raise InputError(f"dsc.ops.moe_route: {broken[0]}: {broken[1]}, got {broken[2]}")
 
 
 @torch.library.custom_op("dsc::moe_route", mutates_args=())

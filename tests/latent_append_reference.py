@@ -4,7 +4,7 @@
 import torch
 
 from dsc.builders.mla import rope_attrs
-from dsc.builders.ops import inp, op, param
+from dsc.ir.build import inp, op, param
 from dsc.config import Config
 from dsc.ir import Graph, sym
 

@@ -5,7 +5,7 @@ strided views)."""
 
 import torch
 
-from dsc.builders.ops import inp, op
+from dsc.ir.build import inp, op
 from dsc.ir import Graph, sym
 
 B, T, H, NB, P, S = sym("B"), sym("T"), sym("H"), sym("NB"), sym("P"), sym("S")

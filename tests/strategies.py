@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from dsc.builders.ops import inp, op, param
+from dsc.ir.build import inp, op, param
 from dsc.config import Config, Yarn
 from dsc.ir import Graph, sym
 

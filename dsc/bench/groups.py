@@ -16,7 +16,7 @@ from dsc.codegen.schedule import Group
 from dsc.ir.cost import node_cost
 from dsc.ir.interpreter import concrete
 from dsc.ir.node import toposort
-from dsc.runtime.crosscheck import reference_outputs
+from dsc.executor.crosscheck import reference_outputs
 
 
 @dataclass

@@ -11,7 +11,6 @@ output's relative error against dsc.eager in float32 is kept beside its time.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -48,13 +47,6 @@ class Case:
     impls: list[Impl] = field(default_factory=list)
     truth: torch.Tensor | None = None  # dsc.eager in float32
     skipped: dict = field(default_factory=dict)  # implementation -> why
-
-
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    out, ref = out.double().cpu(), ref.double().cpu()
-    if not torch.isfinite(out).all():
-        return math.nan
-    return float((out - ref).norm() / ref.norm())
 
 
 def _compiled(fn: Callable, case: Case, name: str) -> Impl | None:

@@ -18,7 +18,7 @@ already cached per row). Outputs: out [B, T, hidden] and the updated cache.
 
 from __future__ import annotations
 
-from dsc.builders.ops import inp, op, param, slice_last
+from dsc.ir.build import inp, op, param, slice_last
 from dsc.config import Config
 from dsc.ir.graph import Graph
 from dsc.ir.types import dtype as as_dtype, i32, i64, sym

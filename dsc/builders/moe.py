@@ -14,7 +14,7 @@ Input: x [N, hidden]. Output: out [N, hidden].
 
 from __future__ import annotations
 
-from dsc.builders.ops import cast, inp, op, param
+from dsc.ir.build import cast, inp, op, param
 from dsc.config import Config
 from dsc.ir.graph import Graph
 from dsc.ir.types import dtype as as_dtype, f32, sym

@@ -50,7 +50,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from dsc import __version__
-    from dsc.runtime import BACKENDS
+    from dsc.codegen.backend import CODEGEN_BACKENDS
+    from dsc.executor import BACKENDS
 
     parser = _Parser(prog="dsc", description="Compile DeepSeek MLA and MoE layers.")
     parser.add_argument("--version", action="version", version=f"dsc {__version__}")
@@ -75,13 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     comp = sub.add_parser("compile", help="write the generated kernel sources and a manifest.json")
     _add_model_args(comp)
-    comp.add_argument("--backend", choices=("triton", "tvm"), default="triton")
+    comp.add_argument("--backend", choices=CODEGEN_BACKENDS, default="triton")
     comp.add_argument("--out", required=True, metavar="DIR", help="directory for the sources and manifest.json")
 
     tune = sub.add_parser("tune", help="search kernel configs on this machine, write its tuned-config JSON")
     _add_model_args(tune)
     tune.set_defaults(dtype=None)
-    tune.add_argument("--backend", choices=("triton", "tvm"), default=None,
+    tune.add_argument("--backend", choices=CODEGEN_BACKENDS, default=None,
                       help="triton on a CUDA card (the default there), tvm's llvm schedules on a CPU (the default "
                            "without CUDA)")
     tune.add_argument("--device", default=None, help="cuda or cpu (default: follows the backend)")

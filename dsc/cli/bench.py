@@ -18,12 +18,13 @@ import torch
 
 from dsc.bench import groups, layers, machine, plots, records
 from dsc.cli import int_list, load_config, output_path
-from dsc.cli.run import (available_bytes, check_working_memory, human_bytes, memory_needed, mla_working_bytes,
-                         moe_working_bytes)
+from dsc.cli.memory import (available_bytes, check_working_memory, human_bytes, memory_needed, mla_working_bytes,
+                            moe_working_bytes)
 from dsc.errors import InputError
 from dsc.nn import MLA, MoE
 from dsc.nn.graph_module import resolve_device, resolve_dtype
 from dsc.runtime import tuned
+from dsc.runtime.accuracy import relative_error
 from dsc.runtime.device import detect, slug
 
 
@@ -134,7 +135,7 @@ def _layer_records(case: layers.Case, timer, roof, device: str, dt: str, tol: fl
     out, base = [], None
     for impl in case.impls:
         got = impl.step()
-        err = layers.rel_err(got, case.truth)
+        err = relative_error(got, case.truth)
         ms = timer(lambda i, impl=impl: impl.step(), 1)
         base = ms if impl.name == "torch-eager" else base
         rec = records.record(device, f"{case.layer} {case.phase}", impl.name, case.shape, dt, ms, case.nbytes,
@@ -216,18 +217,16 @@ def _print(recs: list[dict], groups: bool = False) -> None:
 def kv_rows() -> list[dict]:
     """KV-cache bytes per token per layer for the DeepSeek presets: MHA in bf16, MLA's
     latent in bf16 and packed FP8 (the fp8_kv pass)."""
-    from dsc.builders import build_mla
+    from dsc.compiler import compile_layer
     from dsc.config import Config
     from dsc.ir.cost import cache_bytes_per_token
-    from dsc.ir.types import dtype as ir_dtype
-    from dsc.passes import PassContext, PassManager, resolve_pipeline
 
     out = []
     for name in ("deepseek-v2-lite", "deepseek-v2", "deepseek-v3"):
         cfg = Config.preset(name)
-        g = build_mla(cfg, ir_dtype(torch.bfloat16), 64)
-        fp8 = PassManager(resolve_pipeline(["absorb", "fp8_kv", "fold", "cse", "dce"]),
-                          PassContext(target="sm90")).run(g)
-        out.append({"model": name, "mla_bf16": cache_bytes_per_token(g), "mla_fp8": cache_bytes_per_token(fp8),
+        c = compile_layer(cfg, "mla", passes=["absorb", "fp8_kv", "fold", "cse", "dce"], target="sm90", backend=None,
+                          dtype="bf16", page_size=64)
+        out.append({"model": name, "mla_bf16": cache_bytes_per_token(c.naive),
+                    "mla_fp8": cache_bytes_per_token(c.graph),
                     "mha_bf16": cfg.num_attention_heads * (cfg.qk_head_dim + cfg.v_head_dim) * 2})
     return out

@@ -12,82 +12,24 @@ from __future__ import annotations
 import json
 import os
 
-from dsc.builders import build_mla, build_moe
 from dsc.cli import load_config, output_path, write_atomic
-from dsc.codegen.schedule import schedule
-from dsc.errors import DscError
-from dsc.ir.types import dtype as ir_dtype
-from dsc.passes import PassContext, PassManager, resolve_pipeline
-
-
-def _graphs(args, cfg, target: str):
-    layers = ("mla", "moe") if args.layer == "all" else (args.layer,)
-    for layer in layers:
-        build = build_mla if layer == "mla" else build_moe
-        yield layer, PassManager(resolve_pipeline(args.passes), PassContext(target=target)).run(
-            build(cfg, ir_dtype(args.dtype)))
+from dsc.codegen.backend import get_backend
+from dsc.compiler import LAYERS, compile_layer, emit_sources
 
 
 def compile_layers(args) -> int:
-    if args.backend == "tvm":
-        return compile_tvm(args)
-    import dsc.codegen.triton  # noqa: F401  (before triton: enables its interpreter without CUDA)
-    from dsc.codegen.triton.lower import compile_jobs
-
+    get_backend(args.backend).prepare()  # before the work: a missing library is said first
     cfg = load_config(args.model)
     target = "sm90" if args.target in (None, "cuda") else args.target
     out = output_path(args.out, "out", "dir")
-    manifest = {"model": cfg.name, "backend": "triton", "target": target, "dtype": args.dtype,
-                "passes": args.passes, "kernels": []}
-    files: dict[str, str] = {}
-    for layer, graph in _graphs(args, cfg, target):
-        for grp in schedule(graph):
-            for spec, signature, constexprs in compile_jobs(grp):
-                name = f"{spec.name}.py"
-                files[name] = spec.source
-                manifest["kernels"].append({
-                    "layer": layer, "group": grp.kind, "fuses": [n.op for n in reversed(grp.nodes)],
-                    "kernel": spec.name, "file": name, "grid": spec.grid,
-                    "signature": {k: v for k, v in signature.items() if v != "constexpr"},
-                    "constexprs": constexprs})
-    _write_all(out, files, manifest)
-    print(f"dsc compile {cfg.name}: {len(manifest['kernels'])} kernel launches, {len(files)} sources -> {out}")
-    return 0
-
-
-def compile_tvm(args) -> int:
-    from dsc.codegen.tvm.build import require_tvm
-    from dsc.codegen.tvm.cuda import emit
-    from dsc.codegen.tvm.lower import kernel_defs
-
-    require_tvm()
-    cfg = load_config(args.model)
-    if args.target == "cpu":
-        raise DscError("dsc compile --backend tvm: --target cpu has nothing to write (backend='tvm' builds for "
-                       "this CPU when it runs); choose sm90, sm80 or cuda")
-    target = "sm90" if args.target in (None, "cuda") else args.target
-    arch = int(target[2:])
-    out = output_path(args.out, "out", "dir")
-    manifest = {"model": cfg.name, "backend": "tvm", "target": target, "archs": [arch], "dtype": args.dtype,
-                "passes": args.passes, "definitions": {}, "groups": []}
-    files: dict[str, str] = {}
-    for layer, graph in _graphs(args, cfg, target):
-        for grp in schedule(graph):
-            keys = []
-            for key, defn in kernel_defs(grp, "cuda"):
-                keys.append(key)
-                if key in manifest["definitions"]:
-                    continue
-                source, entry = emit(defn, arch)
-                name = f"{entry['symbol']}.sm{arch}.cu"
-                files[name] = source
-                manifest["definitions"][key] = {**entry, "files": {str(arch): name}}
-            if keys:
-                manifest["groups"].append({"layer": layer, "group": grp.kind,
-                                           "fuses": [n.op for n in reversed(grp.nodes)], "definitions": keys})
-    _write_all(out, files, manifest)
-    n_kernels = sum(len(d["kernels"]) for d in manifest["definitions"].values())
-    print(f"dsc compile {cfg.name}: {len(files)} CUDA sources (sm_{arch}), {n_kernels} kernels -> {out}")
+    layers = LAYERS if args.layer == "all" else (args.layer,)
+    compiled = [compile_layer(cfg, layer, passes=args.passes, target=target, backend=None, dtype=args.dtype)
+                for layer in layers]
+    sources = emit_sources(compiled, args.backend, target)
+    manifest = {"model": cfg.name, "backend": args.backend, "target": target, "dtype": args.dtype,
+                "passes": args.passes, **sources.manifest}
+    _write_all(out, sources.files, manifest)
+    print(f"dsc compile {cfg.name}: {sources.summary} -> {out}")
     return 0
 
 

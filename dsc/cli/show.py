@@ -5,25 +5,24 @@ from __future__ import annotations
 
 import sympy
 
-from dsc.builders import build_mla, build_moe
 from dsc.cli import load_config
+from dsc.compiler import LAYERS, compile_layer
 from dsc.ir.cost import graph_cost
-from dsc.ir.types import dtype as ir_dtype, sym
-from dsc.passes import PassContext, PassManager, resolve_pipeline
+from dsc.ir.types import sym
+from dsc.passes import resolve_pipeline
 from dsc.passes.absorb import naive_and_absorbed, tradeoff
 
 
 def show(args) -> int:
     cfg = load_config(args.model)
-    pipeline = resolve_pipeline(args.passes)
-    layers = ("mla", "moe") if args.layer == "all" else (args.layer,)
+    resolve_pipeline(args.passes)  # an unknown pass is refused before any layer prints
+    layers = LAYERS if args.layer == "all" else (args.layer,)
     for layer in layers:
-        build = build_mla if layer == "mla" else build_moe
-        graph = build(cfg, ir_dtype(args.dtype))
-        pm = PassManager(pipeline, PassContext(target=args.target or "sm90"))
-        final = pm.run(graph)
+        compiled = compile_layer(cfg, layer, passes=args.passes, target=args.target or "sm90", backend=None,
+                                 dtype=args.dtype)
+        pm, final = compiled.passes, compiled.graph
         print(f"# {layer} of {cfg.name}: the naive graph")
-        print(graph)
+        print(compiled.naive)
         for rec in pm.records:
             print(f"# after {rec.name} ({rec.seconds * 1e3:.1f} ms){'' if rec.changed else ': unchanged'}")
             if rec.changed:

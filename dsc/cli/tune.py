@@ -18,7 +18,7 @@ import sys
 import torch
 
 from dsc.cli import int_list, load_config, output_path
-from dsc.cli.run import check_working_memory, moe_working_bytes
+from dsc.cli.memory import check_working_memory, moe_working_bytes
 from dsc.nn.graph_module import resolve_device, resolve_dtype
 from dsc.runtime import tuned
 from dsc.runtime.device import detect, library_versions, limits_for

@@ -14,15 +14,14 @@ from typing import Callable, Protocol
 import torch
 
 from dsc.codegen.router_spec import router_spec
+from dsc.codegen.kinds import GROUP_KINDS, ROW_KINDS
 from dsc.codegen.schedule import Group
 from dsc.errors import DscError
+from dsc.ir.ops.grouped import EXPERT_BLOCK
 from dsc.ir.types import to_torch
 
 Launcher = Callable[..., torch.Tensor]
-KINDS = frozenset({"view", "dispatch", "rowwise", "paged_append", "paged_gather", "gemm", "attention",
-                   "paged_attention", "router", "moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine",
-                   "moe_experts", "fp8_gemm"})
-EXPERT_BLOCK = 16  # rows per expert block for an unfused moe_experts (fuse_experts' choice)
+KINDS = frozenset(GROUP_KINDS)  # both backends cover every declared kind
 
 
 class Kernels(Protocol):
@@ -58,7 +57,7 @@ class Kernels(Protocol):
 def lower(group: Group, k: Kernels) -> Launcher:
     kind, n = group.kind, group.root
     srcs = lambda v: [v[id(s)] for s in n.srcs]  # noqa: E731
-    if kind in ("rowwise", "paged_append", "paged_gather"):
+    if kind in ROW_KINDS:
         return k.rows(group)
     if kind == "gemm":
         if n.op == "linear":

@@ -7,9 +7,9 @@ import torch
 from dsc.errors import CacheError
 
 
-def check_room(table: torch.Tensor, lens: torch.Tensor, page: int, tokens: int) -> None:
+def check_pages_hold(table: torch.Tensor, lens: torch.Tensor, page: int, tokens: int) -> None:
     """A paged_append of `tokens` rows must fit in each row's block table: a kernel
-    writing past it would corrupt another row's pages (a host sync; see the notes)."""
+    writing past it would corrupt another row's pages (a host sync)."""
     capacity = table.shape[1] * page
     if tokens and lens.numel() and int(lens.max()) + tokens > capacity:
         raise CacheError(f"paged_append: a row would hold {int(lens.max()) + tokens} tokens, "

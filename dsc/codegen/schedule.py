@@ -25,12 +25,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from dsc.codegen.kinds import GROUP_KINDS
 from dsc.errors import DscError
 from dsc.ir.graph import Graph
 from dsc.ir.node import Node
+from dsc.ir.opdef import OPS
 
 VIEW_OPS = frozenset({"reshape", "slice", "expand", "permute"})
-ROW_OPS = frozenset({"cast", "add", "mul", "scale", "silu", "rms_norm", "rope", "concat", "normalize_sum"})
+ROW_OPS = frozenset(name for name, opdef in OPS.items() if opdef.row_wise)  # declared by each op (OpDef.row_wise)
 GEMM_OPS = frozenset({"linear", "einsum"})
 MOE_OPS = frozenset({"moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine", "moe_experts"})
 
@@ -48,6 +50,10 @@ class Group:
     nodes: tuple[Node, ...] = ()
     inputs: tuple[Node, ...] = field(default=())
     extra_outputs: tuple[Node, ...] = ()  # further values the kernel writes (the router's weights)
+
+    def __post_init__(self):
+        if self.kind not in GROUP_KINDS:
+            raise DscError(f"group kind {self.kind!r} is not declared in dsc/codegen/kinds.py")
 
     @property
     def outputs(self) -> tuple[Node, ...]:

@@ -78,6 +78,9 @@ class OpDef:
     # Operand names; a trailing "*" marks a variadic last operand, "?" an optional one.
     operands: ClassVar[tuple[str, ...]] = ()
     attributes: ClassVar[dict[str, Attr]] = {}
+    # Each output row is a function of the same row of its operands (concat: along the last
+    # axis), so the row kernels may fuse it; each backend's row emitter has one entry for it.
+    row_wise: ClassVar[bool] = False
 
     # -- declared behaviour: subclasses override ------------------------------------------
     def infer(self, srcs: Sequence[TensorType], a: dict) -> TensorType:

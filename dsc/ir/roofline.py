@@ -1,7 +1,7 @@
 """Machine balance for cost-model decisions: peak dense FLOP/s and memory bandwidth.
 
 The figures are the vendors' dense bf16 tensor-core peaks and HBM bandwidths (the CPU
-line is measured on this project's CI machine, see shared/NOTES.md). Only their ratio
+line is measured on this project's CI machine). Only their ratio
 moves a decision such as absorb's crossover.
 """
 

@@ -8,14 +8,14 @@ from typing import Callable, Mapping, NamedTuple
 
 import torch
 
+from dsc.builders import PAGE_SIZE
+from dsc.compiler import compile_layer
 from dsc.config import Config
 from dsc.errors import ConfigError, DscError, InputError, WeightError
 from dsc.ir.graph import Graph
-from dsc.ir.types import DType, dtype as ir_dtype, to_torch
+from dsc.ir.types import dtype as ir_dtype, to_torch
 from dsc.ir.roofline import MACHINES
-from dsc.passes import PassContext, PassManager, resolve_pipeline
 from dsc.nn.layer_op import register
-from dsc.runtime import make_runner
 
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -59,8 +59,8 @@ def resolve_dtype(dtype) -> torch.dtype:
 
 
 class GraphModule(torch.nn.Module):
-    def __init__(self, cfg: Config, graph_for: Callable[[Config, DType], Graph], backend: str, passes, dtype,
-                 device, target: str | None = None):
+    def __init__(self, cfg: Config, layer: str, backend: str, passes, dtype, device, target: str | None = None,
+                 page_size: int = PAGE_SIZE):
         super().__init__()
         if not isinstance(cfg, Config):
             raise ConfigError(f"cfg: expected a dsc.Config, got {type(cfg).__name__}")
@@ -69,9 +69,11 @@ class GraphModule(torch.nn.Module):
         self._device = resolve_device(device)
         self.backend = backend
         self.target = resolve_target(target, self._device)
-        self.pass_manager = PassManager(resolve_pipeline(passes), PassContext(target=self.target))
-        self.graph: Graph = self.pass_manager.run(graph_for(cfg, ir_dtype(self.dtype)))
-        self._runner = make_runner(self.graph, backend)
+        compiled = compile_layer(cfg, layer, passes=passes, target=self.target, backend=backend,
+                                 dtype=ir_dtype(self.dtype), page_size=page_size)
+        self.pass_manager = compiled.passes
+        self.graph: Graph = compiled.graph
+        self._runner = compiled.runner
         self._op_key = register(self)  # how the layer ops (dsc::mla_layer, dsc::moe_layer) find this module
         self._hooks: list[Callable] = []
         # Weights live on the meta device until loaded: building a module for a model

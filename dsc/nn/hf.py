@@ -1,6 +1,6 @@
 """Hugging Face transformers' DeepSeek-V2/V3 layers built from a dsc Config: the outside
 oracle of the tests and the baseline of the CPU benchmark. transformers is optional
-(the `test` extra); see shared/NOTES.md for where HF's layers ignore config fields."""
+(the `test` extra); dsc.integrations.hf.hf_divergences lists where its layers ignore config fields."""
 
 from __future__ import annotations
 

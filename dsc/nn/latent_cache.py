@@ -49,10 +49,6 @@ class LatentCache:
     def row_width(self) -> int:
         return self.pages.shape[2]
 
-    @property
-    def bytes_per_token(self) -> int:
-        return self.row_width * self.pages.element_size()
-
     def lengths(self) -> list[int]:
         return [int(n) for n in self.seqlens.tolist()]
 
@@ -85,16 +81,16 @@ class LatentCache:
 
 def check_call(pages: torch.Tensor, block_table: torch.Tensor, seqlens: torch.Tensor, max_seq_len: int,
                new_tokens: int) -> None:
-    """Raise CacheError unless every row can take new_tokens more (check_room) and every
+    """Raise CacheError unless every row can take new_tokens more (check_capacity) and every
     block-table entry the call reads or writes names one of the cache's pages: a bad
     entry would have the kernels write another tensor's memory (reads the table on the
     host)."""
-    check_room(seqlens, max_seq_len, new_tokens)
+    check_capacity(seqlens, max_seq_len, new_tokens)
     check_pages(block_table, seqlens + new_tokens, pages.shape[1], pages.shape[0], CacheError,
                 "LatentCache.block_table")
 
 
-def check_room(seqlens: torch.Tensor, max_seq_len: int, new_tokens: int) -> None:
+def check_capacity(seqlens: torch.Tensor, max_seq_len: int, new_tokens: int) -> None:
     """Raise CacheError if a row holding seqlens[b] tokens cannot take new_tokens more, or
     holds a negative count (reads the lengths on the host)."""
     held = seqlens.tolist()

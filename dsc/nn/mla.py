@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dsc.builders.mla import PAGE_SIZE, build_mla
+from dsc.builders.mla import PAGE_SIZE
 from dsc.config import Config
 from dsc.errors import ConfigError, InputError
 from dsc.ir.types import to_torch
@@ -39,7 +39,7 @@ class MLA(GraphModule):
         if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ConfigError(f"page_size: must be an int in 1..{MAX_PAGE_SIZE} (tokens per cache page), "
                               f"got {page_size!r}")
-        super().__init__(cfg, lambda c, dt: build_mla(c, dt, page_size), backend, passes, dtype, device, target)
+        super().__init__(cfg, "mla", backend, passes, dtype, device, target, page_size)
         self.page_size = page_size
 
     def new_cache(self, batch_size: int, max_seq_len: int) -> LatentCache:

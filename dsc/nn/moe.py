@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from dsc.builders.moe import build_moe
 from dsc.config import Config
 from dsc.nn.checkpoint import moe_params_from_checkpoint
 from dsc.nn import layer_op
@@ -26,7 +25,7 @@ class MoE(GraphModule):
 
     def __init__(self, cfg: Config, backend: str = "reference", passes="default", dtype=torch.float32,
                  device="cpu", target: str | None = None):
-        super().__init__(cfg, build_moe, backend, passes, dtype, device, target)
+        super().__init__(cfg, "moe", backend, passes, dtype, device, target)
 
     def _from_checkpoint(self, sd):
         return moe_params_from_checkpoint(self.cfg, sd)

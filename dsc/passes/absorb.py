@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import sympy
 
-from dsc.builders.ops import op
+from dsc.ir.build import op
 from dsc.ir.cost import graph_cost
 from dsc.ir.graph import Graph
 from dsc.ir.node import Node, toposort

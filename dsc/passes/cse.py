@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 
-from dsc.builders.ops import param
+from dsc.ir.build import param
 from dsc.ir.graph import Graph
 from dsc.ir.node import Node, toposort
 from dsc.passes.manager import PassContext, register_pass

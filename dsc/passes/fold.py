@@ -8,7 +8,7 @@ weight by every call.
 
 from __future__ import annotations
 
-from dsc.builders.ops import param
+from dsc.ir.build import param
 from dsc.ir.graph import Graph
 from dsc.ir.node import Node, toposort
 from dsc.passes.manager import PassContext, register_pass

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sympy
 
-from dsc.builders.ops import op
+from dsc.ir.build import op
 from dsc.ir.graph import Graph
 from dsc.ir.node import Node
 from dsc.passes.fold import weight_only
@@ -34,7 +34,7 @@ def _quantized(w: Node) -> tuple[Node, Node]:
     return op("fp8_quant", w, s, tile_n=BLOCK, tile_k=BLOCK), s
 
 
-@register_pass("fp8", after=("absorb", "fuse_experts"))
+@register_pass("fp8", after=("absorb", "fuse_experts"), exact=False)
 def fp8(g: Graph, ctx: PassContext) -> Graph:
     """FP8 casting: block-scaled e4m3 weights and matmuls (weight-only on sm80)."""
     act_quant = ctx.target != "sm80"

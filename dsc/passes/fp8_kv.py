@@ -10,7 +10,7 @@ presets) gets one scale per token.
 
 from __future__ import annotations
 
-from dsc.builders.ops import inp, op
+from dsc.ir.build import inp, op
 from dsc.ir.graph import Graph
 from dsc.ir.node import Node
 from dsc.ir.ops.fp8 import packed_width
@@ -22,7 +22,7 @@ _APPEND = P("paged_append", P("input", name="cache"), P(name="table"), P(name="l
             P("concat", P(name="c_kv"), P(name="k_pe"), name="latent"), name="append")
 
 
-@register_pass("fp8_kv")
+@register_pass("fp8_kv", exact=False)
 def fp8_kv(g: Graph, ctx: PassContext) -> Graph:
     """FP8 latent KV cache (FlashMLA layout: e4m3 latent, f32 scales, bf16 rope)."""
     for n in g.nodes():

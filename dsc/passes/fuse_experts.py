@@ -3,7 +3,7 @@
     routing (unchanged) -> ids [N, K], w [N, K]
     shared experts join as always-selected experts with weight one, after the routed
     scaling: ids' = [ids | E .. E+S-1], w' = [w | 1 .. 1]
-    sorted = moe_align(ids')                        slots by expert, padded to BLOCK
+    sorted = moe_align(ids')                        slots by expert, padded to EXPERT_BLOCK
     h      = grouped_gemm(x, sorted, ids', W_gate_up, swiglu)   gate and up in one GEMM
     y      = grouped_gemm(h, sorted, ids', W_down, w')          routing-weight epilogue
     out    = moe_combine(y, sorted, ids')
@@ -16,13 +16,12 @@ fold pass moves them to load time.
 
 from __future__ import annotations
 
-from dsc.builders.ops import op
+from dsc.ir.build import op
 from dsc.ir.graph import Graph
 from dsc.ir.node import Node
+from dsc.ir.ops.grouped import EXPERT_BLOCK
 from dsc.passes.manager import PassContext, register_pass
 from dsc.passes.rewrite import P, substitute
-
-BLOCK = 16  # rows per grouped-GEMM block; kernels may tune their own tile inside it
 
 _SHARED = P("linear", P("mul", P("silu", P("linear", P(name="sx"), P("param", name="sg"))),
                         P("linear", P(name="sx"), P("param", name="su"))),
@@ -57,7 +56,7 @@ def fused_moe(routed: Node, shared: dict | None) -> Node:
         ids = op("append_iota", ids, start=experts, count=count)
         w = op("append_const", w, value=1.0, count=count)
         experts += count
-    sorted_slots = op("moe_align", ids, experts=experts, block=BLOCK)
+    sorted_slots = op("moe_align", ids, experts=experts, block=EXPERT_BLOCK)
     h = op("grouped_gemm", x, sorted_slots, ids, gate_up, gather=True, swiglu=True)
     y = op("grouped_gemm", h, sorted_slots, ids, w_down, w, gather=False)
     return op("moe_combine", y, sorted_slots, ids, dtype=x.dtype.name)
@@ -80,6 +79,6 @@ def fuse_experts(g: Graph, ctx: PassContext) -> Graph:
         ctx.note(f"no per-expert MoE in graph {g.name}; unchanged")
         return g
     with_shared = len(replace) - len(alone)
-    ctx.note(f"{len(replace)} MoE layer(s) fused into grouped GEMMs (block {BLOCK})"
+    ctx.note(f"{len(replace)} MoE layer(s) fused into grouped GEMMs (block {EXPERT_BLOCK})"
              + (", shared experts folded in as always-selected experts" if with_shared else ""))
     return substitute(g, lambda orig, _: replace.get(id(orig)))

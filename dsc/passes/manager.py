@@ -23,7 +23,6 @@ class PassContext:
     """Options passes read, and the log they write."""
 
     target: str = "sm90"  # sm90 (H100/H800): FP8 tensor cores; sm80 (A100): weight-only FP8
-    fp8_kv_cache: bool = False
     log: list[str] = field(default_factory=list)
     current: str = ""
 
@@ -40,6 +39,7 @@ class Pass:
     fn: PassFn
     after: tuple[str, ...] = ()  # passes that, when in the pipeline, must come earlier
     doc: str = ""
+    exact: bool = True  # keeps float32 results (up to rounding); False where it changes numerics (FP8)
 
 
 PASSES: dict[str, Pass] = {}
@@ -48,22 +48,30 @@ PASSES: dict[str, Pass] = {}
 DEFAULT_PIPELINE: tuple[str, ...] = ("absorb", "fuse_experts", "fold", "cse", "dce")
 
 
-def register_pass(name: str, after: Sequence[str] = ()) -> Callable[[PassFn], PassFn]:
+def register_pass(name: str, after: Sequence[str] = (), exact: bool = True) -> Callable[[PassFn], PassFn]:
     def deco(fn: PassFn) -> PassFn:
-        PASSES[name] = Pass(name, fn, tuple(after), (fn.__doc__ or "").strip().split("\n")[0])
+        PASSES[name] = Pass(name, fn, tuple(after), (fn.__doc__ or "").strip().split("\n")[0], exact)
         return fn
 
     return deco
 
 
 def _load_passes() -> None:
-    import dsc.passes.absorb  # noqa: F401
-    import dsc.passes.cse  # noqa: F401
-    import dsc.passes.fuse_experts  # noqa: F401
-    import dsc.passes.dce  # noqa: F401
-    import dsc.passes.fold  # noqa: F401
-    import dsc.passes.fp8  # noqa: F401
-    import dsc.passes.fp8_kv  # noqa: F401
+    """Import every module of dsc/passes: a pass registers itself where it is defined, so a
+    new pass is one new file."""
+    import importlib
+    import pkgutil
+
+    import dsc.passes
+
+    for module in pkgutil.iter_modules(dsc.passes.__path__):
+        importlib.import_module(f"dsc.passes.{module.name}")
+
+
+def all_passes() -> dict[str, Pass]:
+    """Every registered pass by name (what `dsc show` lists and the tests read)."""
+    _load_passes()
+    return PASSES
 
 
 def resolve_pipeline(passes: str | Sequence[str] | None) -> tuple[str, ...]:

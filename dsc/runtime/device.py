@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dsc.version import __version__
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
@@ -92,9 +94,7 @@ def limits_for(device: torch.device | str | DeviceInfo) -> Limits:
 
 def library_versions() -> dict[str, str]:
     """Versions that change compiled code: part of every kernel cache key."""
-    import dsc
-
-    versions = {"dsc": dsc.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    versions = {"dsc": __version__, "torch": torch.__version__, "python": platform.python_version()}
     try:
         import triton
 

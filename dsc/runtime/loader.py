@@ -1,7 +1,7 @@
 """Load generated Python source (Triton kernels) as a module.
 
 Triton's JIT reads a kernel's source through `inspect`, so generated kernels must live
-in real files (plain `exec` fails for @triton.jit, see shared/NOTES.md); the kernel
+in real files (plain `exec` fails for @triton.jit); the kernel
 cache provides the file.
 """
 

@@ -17,6 +17,7 @@ from typing import Callable, Iterable
 import torch
 
 from dsc.runtime import tuned
+from dsc.runtime.accuracy import relative_error
 from dsc.runtime.device import Limits
 from dsc.runtime.timing import Timer
 from dsc.tune.workloads import Workload, _outputs
@@ -43,20 +44,10 @@ class Outcome:
         return self.default_ms / self.ms if self.ms > 0 else math.nan
 
 
-def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    if out.shape != ref.shape:
-        return math.inf
-    out, ref = out.double(), ref.double()
-    if not torch.isfinite(out).all():
-        return math.inf
-    den = ref.norm()
-    return float((out - ref).norm() / den) if den > 0 else float((out - ref).norm())
-
-
 def agrees(out, baseline: list[torch.Tensor]) -> bool:
     outs = [t for t in _outputs(out) if t.is_floating_point()]
     refs = [t for t in baseline if t.is_floating_point()]
-    return len(outs) == len(refs) and all(rel_err(o, r) <= AGREEMENT for o, r in zip(outs, refs))
+    return len(outs) == len(refs) and all(relative_error(o, r) <= AGREEMENT for o, r in zip(outs, refs))
 
 
 def candidates_for(w: Workload, limits: Limits, max_trials: int | None, seed: int = 0) -> list[dict]:

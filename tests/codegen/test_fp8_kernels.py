@@ -7,12 +7,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsc.builders.ops import inp, op
+from dsc.ir.build import inp, op
 from dsc.codegen.schedule import live_groups, schedule
 from dsc.ir import Graph, interpret, sym
 from dsc.ir.opdef import get_op
 from dsc.ir.ops.fp8 import packed_width
-from dsc.runtime import make_runner
+from dsc.executor import make_runner
 from strategies import seeds
 from backend_kernels import backend_kernels
 from util import BF16_TOL, COMPILED_BACKENDS, F32_TOL, assert_close

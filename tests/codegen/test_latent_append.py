@@ -11,7 +11,7 @@ from dsc.config import Config, Yarn
 from dsc.ir import interpret
 from latent_append_reference import latent_case, reference_graph
 from strategies import seeds
-from dsc.runtime import make_runner
+from dsc.executor import make_runner
 from util import BF16_TOL, COMPILED_BACKENDS, assert_close
 
 

@@ -12,7 +12,7 @@ from dsc.nn import MLA, MoE
 
 pytest.importorskip("triton")
 from dsc.codegen.triton.build import compile_all  # noqa: E402
-from dsc.codegen.triton.lower import launch_jobs  # noqa: E402
+from dsc.executor.launches import launch_jobs  # noqa: E402
 
 
 def mla_jobs(module):

@@ -6,14 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsc.builders.ops import inp, op, param
+from dsc.ir.build import inp, op, param
 from dsc.codegen.schedule import schedule
 from dsc.ir import Graph, sym
 from graph_inputs import check_row_graph
 from strategies import row_graphs, seeds
 
 pytest.importorskip("triton")
-from dsc.runtime import make_runner  # noqa: E402
+from dsc.executor import make_runner  # noqa: E402
 
 B, T = sym("B"), sym("T")
 

@@ -18,7 +18,7 @@ from dsc.nn import MLA, MoE, random_checkpoint
 from dsc.runtime.nvrtc import Artifacts, bind_dims, evaluate, launches
 
 pytest.importorskip("tvm")
-from dsc.cli.compile import compile_tvm  # noqa: E402
+from dsc.cli.compile import compile_layers  # noqa: E402
 from dsc.codegen.schedule import schedule  # noqa: E402
 from dsc.codegen.tvm import build  # noqa: E402
 from dsc.codegen.tvm.lower import kernel_defs  # noqa: E402
@@ -30,7 +30,7 @@ def compile_dir(tmp_path, target, passes="default", dtype="bfloat16", layer="all
     out = tmp_path / f"{target}-{dtype}-{passes if isinstance(passes, str) else 'fp8'}"
     args = Namespace(model="tiny-v3", layer=layer, passes=passes if isinstance(passes, str) else ",".join(passes),
                      dtype=dtype, target=target, out=str(out), backend="tvm")
-    assert compile_tvm(args) == 0
+    assert compile_layers(args) == 0
     return out
 
 

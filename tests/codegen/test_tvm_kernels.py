@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dsc.ir import interpret
 from dsc.ir.opdef import get_op
-from dsc.runtime.executor import Executor
+from dsc.executor.executor import Executor
 from graph_inputs import check_row_graph
 from strategies import row_graphs, seeds
 from util import BF16_TOL, F32_TOL, assert_close

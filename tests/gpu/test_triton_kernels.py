@@ -12,7 +12,7 @@ from dsc.ir import interpret
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_latent_append_at_v3_shapes(page, dtype):
     pytest.importorskip("triton")
-    from dsc.runtime import make_runner
+    from dsc.executor import make_runner
     from latent_append_reference import latent_case, reference_graph
 
     cfg = Config.preset("deepseek-v3")

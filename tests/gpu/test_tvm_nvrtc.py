@@ -33,12 +33,12 @@ def artifacts(tmp_path_factory, dtype: str, passes: str) -> str:
             pytest.skip(f"{path} is missing (see this file's docstring)")
         return path
     pytest.importorskip("tvm", reason="no TVM here and no DSC_TVM_ARTIFACTS")
-    from dsc.cli.compile import compile_tvm
+    from dsc.cli.compile import compile_layers
 
     out = str(tmp_path_factory.mktemp(f"{dtype}-{passes}"))
     major, minor = torch.cuda.get_device_capability()
-    compile_tvm(Namespace(model="tiny-v3", layer="all", passes=FP8 if passes == "fp8" else passes, dtype=dtype,
-                          target="sm90" if major >= 9 else "sm80", out=out, backend="tvm"))
+    compile_layers(Namespace(model="tiny-v3", layer="all", passes=FP8 if passes == "fp8" else passes, dtype=dtype,
+                             target="sm90" if major >= 9 else "sm80", out=out, backend="tvm"))
     return out
 
 

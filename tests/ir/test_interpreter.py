@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dsc.builders import build_moe
-from dsc.builders.ops import inp, op, param
+from dsc.ir.build import inp, op, param
 from dsc.config import Config
 from dsc.errors import InputError
 from dsc.ir import Graph, interpret, sym

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsc.builders.ops import inp, op, param
+from dsc.ir.build import inp, op, param
 from dsc.ir import Graph, graph_cost, interpret, sym
 from strategies import SOME, MANY, seeds
 from util import F32_TOL, assert_close

@@ -135,9 +135,9 @@ def test_the_router_is_one_kernel_with_the_shared_experts_appended():
 
 @pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 def test_a_graph_with_ops_no_kernel_covers_is_refused_by_name(backend):
-    from dsc.builders.ops import inp, op
+    from dsc.ir.build import inp, op
     from dsc.ir import Graph
-    from dsc.runtime import make_runner
+    from dsc.executor import make_runner
 
     x, y = inp("x", [4, 8], "f32"), inp("y", [2, 8], "f32")
     g = Graph("odd", [x, y], {"out": op("concat", x, y, axis=0)})  # a concat along rows

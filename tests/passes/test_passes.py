@@ -11,14 +11,19 @@ from hypothesis import strategies as st
 from dsc import Config, ConfigError
 from dsc.builders import build_mla, build_moe
 from dsc.ir import verify
-from dsc.passes import PASSES, PassContext, PassManager, resolve_pipeline
+from dsc.passes import PASSES, PassContext, PassManager, all_passes, resolve_pipeline
 from dsc.passes.absorb import naive_and_absorbed
 from graph_inputs import checkpoint_params, mla_inputs, moe_inputs, run
 from strategies import configs, seeds
 from util import F32_TOL, assert_close
 
-# the passes that keep float32 results (fp8 has its own tests)
-EXACT_PASSES = ["absorb", "fuse_experts", "fold", "cse", "dce"]
+# the passes that declare they keep float32 results (fp8 has its own tests)
+EXACT_PASSES = [name for name, p in all_passes().items() if p.exact]
+
+
+def test_passes_declare_whether_they_are_exact():
+    assert set(EXACT_PASSES) == {"absorb", "fuse_experts", "fold", "cse", "dce"}
+    assert {name for name, p in all_passes().items() if not p.exact} == {"fp8", "fp8_kv"}
 
 
 @st.composite
@@ -124,7 +129,7 @@ def test_fold_moves_weight_work_to_load_time():
 
 
 def test_cse_orders_commutative_operands_and_merges_folds():
-    from dsc.builders.ops import inp, op, param
+    from dsc.ir.build import inp, op, param
     from dsc.ir import Graph, sym
 
     N = sym("N")

@@ -32,7 +32,7 @@ class KernelSpec:
 
 
 # Prepended to kernel sources that store float results. A float32 -> bf16 conversion
-# rounds to nearest even on a GPU but truncates under Triton's interpreter (NOTES.md);
+# rounds to nearest even on a GPU but truncates under Triton's interpreter;
 # rounding on the bits gives the same answer on both.
 HELPERS = '''
 @triton.jit

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from dsc.codegen.lowering import EXPERT_BLOCK, KINDS, Launcher
+from dsc.codegen.kinds import GROUP_KINDS, ROW_KINDS
+from dsc.codegen.lowering import KINDS, Launcher
 from dsc.codegen.lowering import lower as lower_with
 from dsc.codegen.router_spec import router_spec
 from dsc.codegen.schedule import Group
 from dsc.codegen.triton import dense_attention, fp8_gemm, fused_moe, gemm, paged_attention, router, rowwise
 from dsc.errors import DscError
+from dsc.ir.ops.grouped import EXPERT_BLOCK
 
-__all__ = ["KINDS", "KERNELS", "lower", "compile_jobs", "launch_jobs"]
+__all__ = ["KINDS", "KERNELS", "lower", "compile_jobs", "ON_GPU"]
 
 
 class TritonKernels:
@@ -60,58 +62,12 @@ def lower(group: Group) -> Launcher:
 
 
 # What launchers pick by device (tiles, splits, float32 dots for the interpreter): launch_jobs
-# takes these from compile_jobs (GPU values), every other argument from the recorded launch.
+# (dsc/executor/launches.py) takes these from compile_jobs (GPU values), every other argument from the recorded launch.
 ON_GPU = {gemm.SPEC.name: ("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "DOT_F32"),
           dense_attention.SPEC.name: ("DOT_F32",),
           paged_attention.SPLIT.name: ("SPLITS", "DOT_F32"), paged_attention.COMBINE.name: ("SPLITS", "BLOCK_S"),
           fp8_gemm.SPEC.name: ("BLOCK_M", "BLOCK_N", "DOT_F32"),
           fused_moe.GEMM.name: ("BLOCK_N", "BLOCK_K", "DOT_F32")}
-
-
-def launch_jobs(graph, env: dict) -> list[tuple]:
-    """(spec, signature, constexprs, options) of every kernel a call of graph at the sizes env
-    (symbol or its name -> int) launches, options holding the arguments that call passes
-    ("args" and "kwargs" of compile_all) and constexprs the GPU's choices (ON_GPU):
-    the call runs with its kernel launches recorded, not run, on placeholder tensors of
-    those sizes (int inputs zero: valid page, length and expert ids), so strides, views
-    and workspace offsets are the real ones. What the sm_80/sm_90 compile check compiles,
-    specialized as Triton's JIT specializes the launch."""
-    import torch
-
-    from dsc.codegen.triton.build import recorded_launches
-    from dsc.ir.interpreter import concrete
-    from dsc.ir.types import sym, to_torch
-    from dsc.runtime.executor import Executor
-
-    env = {sym(k) if isinstance(k, str) else k: v for k, v in env.items()}
-
-    def placeholder(n):
-        shape, dt = [concrete(d, env) for d in n.shape], to_torch(n.dtype)
-        return torch.empty(shape, dtype=dt) if dt.is_floating_point else torch.zeros(shape, dtype=dt)
-
-    leaves = [n for n in graph.nodes() if n.op in ("input", "param")]
-    inputs = {n.name: placeholder(n) for n in leaves if n.op == "input"}
-    params = {n.name: placeholder(n) for n in leaves if n.op == "param"}
-    params.update({name: placeholder(n) for name, n in graph.folds})
-    jobs = []
-
-    def hook(grp, values, env, launch):
-        first = len(launches)
-        out = launch()
-        found, made = compile_jobs(grp), launches[first:]
-        if [job[0].name for job in found] != [spec.name for spec, _, _ in made]:
-            raise DscError(f"group {grp.kind}: compile_jobs lists {[job[0].name for job in found]}, the launch ran "
-                           f"{[spec.name for spec, _, _ in made]}")
-        for (spec, sig, const), (_, args, kwargs) in zip(found, made):
-            gpu = {k: v for k, v in const.items() if k in ON_GPU.get(spec.name, ())}
-            jobs.append((spec, sig, gpu, {"args": list(args), "kwargs": kwargs}))
-        return out
-
-    with recorded_launches() as launches:
-        Executor(graph, lower, KINDS)(inputs, params, hook=hook)
-    return jobs
-
-
 
 
 def compile_jobs(group: Group) -> list[tuple]:
@@ -120,9 +76,9 @@ def compile_jobs(group: Group) -> list[tuple]:
     from dsc.codegen.triton.rowwise import TRITON_TYPES
 
     kind, n = group.kind, group.root
-    if kind in ("view", "dispatch"):
+    if GROUP_KINDS[kind].host:
         return []
-    if kind in ("rowwise", "paged_append", "paged_gather"):
+    if kind in ROW_KINDS:
         spec, kernel = rowwise.generate(group)
         return [(spec, *kernel.signature())]
     dt = TRITON_TYPES[n.dtype.name]

@@ -20,7 +20,8 @@ import hashlib
 
 import torch
 
-from dsc.codegen.paged import check_room
+from dsc.codegen.paged import check_pages_hold
+from dsc.codegen.row_emitter import RowEmitter
 from dsc.codegen.schedule import Group
 from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
 from dsc.errors import DscError
@@ -34,7 +35,9 @@ TRITON_TYPES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i32": "i32", "i64
                 "f8e4m3": "fp8e4nv", "f8e5m2": "fp8e5"}
 
 
-class _Emitter:
+class _Emitter(RowEmitter):
+    backend = "triton"
+
     def __init__(self, group: Group):
         self.group = group
         self.region = {id(n) for n in group.nodes}
@@ -90,7 +93,7 @@ class _Emitter:
         if id(n) not in self.region:
             v = self.load(n, col, mask, user_rank)
         else:
-            v = self.compute(n, col, mask)
+            v = self.emit(n, col, mask)
         self.memo[key] = v
         return v
 
@@ -101,58 +104,62 @@ class _Emitter:
             raise DscError(f"row kernels compute float values, got dtype {dtype}")
         return self.tmp(f"to_out({expr}, {_TL[dtype]}).to(tl.float32)")
 
-    def compute(self, n: Node, col: str, mask: str) -> str:
-        rank = n.type.rank
-        src = [lambda c=col, m=mask, s=s: self.value(s, c, m, rank) for s in n.srcs]
-        dt = n.dtype.name
-        if n.op == "cast":
-            return self.round(src[0](), dt)
-        if n.op in ("add", "mul"):
-            a, b = (self.value(s, "0 * c" if s.shape[-1] == 1 and n.shape[-1] != 1 else col, mask, rank)
-                    for s in n.srcs)
-            return self.round(f"{a} {'+' if n.op == 'add' else '*'} {b}", dt)
-        if n.op == "scale":
-            return self.round(f"{src[0]()} * {n.attrs['factor']!r}", dt)
-        if n.op == "silu":
-            x = src[0]()
-            return self.round(f"{x} / (1.0 + tl.exp(-{x}))", dt)
-        if n.op == "rms_norm":
-            x, w = n.srcs
-            width = n.shape[-1]
-            full = self.value(x, "c", f"c < {width}", rank)
-            key = ("inv_rms", id(n))
-            if key not in self.memo:
-                ss = self.tmp(f"tl.sum(tl.where(c < {width}, {full} * {full}, 0.0), axis=1)[:, None]")
-                self.memo[key] = self.tmp(f"1.0 / tl.sqrt({ss} / {width} + {n.attrs['eps']!r})")
-            normed = self.round(f"{self.value(x, col, mask, rank)} * {self.memo[key]}", dt)
-            return self.round(f"{normed} * {self.value(w, col, mask, rank)}", dt)
-        if n.op == "rope":
-            return self.rope(n, col, mask)
-        if n.op == "normalize_sum":
-            width = n.shape[-1]
-            key = ("sum", id(n))
-            if key not in self.memo:
-                full = self.value(n.srcs[0], "c", f"c < {width}", rank)
-                # the reference sums in the value's dtype: the sum and the denominator are rounded
-                total = self.round(f"tl.sum(tl.where(c < {width}, {full}, 0.0), axis=1)[:, None]", dt)
-                self.memo[key] = self.round(f"{total} + {n.attrs['eps']!r}", dt)
-            return self.round(f"{src[0]()} / {self.memo[key]}", dt)
-        if n.op == "concat":
-            out, off = "0.0", 0
-            pieces = []
-            for s in n.srcs:
-                w = s.shape[-1]
-                inside = f"({col} >= {off}) & ({col} < {off + w})"
-                pieces.append((inside, self.value(s, f"({col} - {off})", f"({mask}) & {inside}", rank)))
-                off += w
-            for inside, v in reversed(pieces):
-                out = f"tl.where({inside}, {v}, {out})"
-            return self.tmp(out)
-        if n.op == "paged_gather":
-            return self.paged_load(n, col, mask)
-        if n.op == "kv_unpack_fp8":  # gathered and dequantized in one pass
-            return self.round(self.paged_load(n.srcs[0], col, mask, unpack=n), dt)
-        raise DscError(f"row kernels have no expression for op {n.op!r}")
+    # -- one emitter per op: EMIT below ----------------------------------------------------
+    def _cast(self, n: Node, col: str, mask: str) -> str:
+        return self.round(self.value(n.srcs[0], col, mask, n.type.rank), n.dtype.name)
+
+    def _binary(symbol: str):
+        def emit(self, n: Node, col: str, mask: str) -> str:
+            a, b = (self.value(s, "0 * c" if s.shape[-1] == 1 and n.shape[-1] != 1 else col, mask, n.type.rank)
+                    for s in n.srcs)  # a width-1 operand broadcasts along the row
+            return self.round(f"{a} {symbol} {b}", n.dtype.name)
+        return emit
+
+    def _scale(self, n: Node, col: str, mask: str) -> str:
+        return self.round(f"{self.value(n.srcs[0], col, mask, n.type.rank)} * {n.attrs['factor']!r}", n.dtype.name)
+
+    def _silu(self, n: Node, col: str, mask: str) -> str:
+        x = self.value(n.srcs[0], col, mask, n.type.rank)
+        return self.round(f"{x} / (1.0 + tl.exp(-{x}))", n.dtype.name)
+
+    def _rms_norm(self, n: Node, col: str, mask: str) -> str:
+        x, w = n.srcs
+        rank, width, dt = n.type.rank, n.shape[-1], n.dtype.name
+        full = self.value(x, "c", f"c < {width}", rank)
+        key = ("inv_rms", id(n))
+        if key not in self.memo:
+            ss = self.tmp(f"tl.sum(tl.where(c < {width}, {full} * {full}, 0.0), axis=1)[:, None]")
+            self.memo[key] = self.tmp(f"1.0 / tl.sqrt({ss} / {width} + {n.attrs['eps']!r})")
+        normed = self.round(f"{self.value(x, col, mask, rank)} * {self.memo[key]}", dt)
+        return self.round(f"{normed} * {self.value(w, col, mask, rank)}", dt)
+
+    def _normalize_sum(self, n: Node, col: str, mask: str) -> str:
+        rank, width, dt = n.type.rank, n.shape[-1], n.dtype.name
+        key = ("sum", id(n))
+        if key not in self.memo:
+            full = self.value(n.srcs[0], "c", f"c < {width}", rank)
+            # the reference sums in the value's dtype: the sum and the denominator are rounded
+            total = self.round(f"tl.sum(tl.where(c < {width}, {full}, 0.0), axis=1)[:, None]", dt)
+            self.memo[key] = self.round(f"{total} + {n.attrs['eps']!r}", dt)
+        return self.round(f"{self.value(n.srcs[0], col, mask, rank)} / {self.memo[key]}", dt)
+
+    def _concat(self, n: Node, col: str, mask: str) -> str:
+        out, off = "0.0", 0
+        pieces = []
+        for s in n.srcs:
+            w = s.shape[-1]
+            inside = f"({col} >= {off}) & ({col} < {off + w})"
+            pieces.append((inside, self.value(s, f"({col} - {off})", f"({mask}) & {inside}", n.type.rank)))
+            off += w
+        for inside, v in reversed(pieces):
+            out = f"tl.where({inside}, {v}, {out})"
+        return self.tmp(out)
+
+    def _paged_gather(self, n: Node, col: str, mask: str) -> str:
+        return self.paged_load(n, col, mask)
+
+    def _kv_unpack_fp8(self, n: Node, col: str, mask: str) -> str:  # gathered and dequantized in one pass
+        return self.round(self.paged_load(n.srcs[0], col, mask, unpack=n), n.dtype.name)
 
     def rope(self, n: Node, col: str, mask: str) -> str:
         x, pos = n.srcs
@@ -212,6 +219,12 @@ class _Emitter:
                   f"    tl.store((dst + {rank + 4 * (rank // group)}).to(tl.pointer_type(tl.bfloat16)) + (c - {rank}), "
                   f"to_out({v}, tl.bfloat16), mask=row_ok & (c >= {rank}) & (c < {width}))"]
         return lines
+
+    EMIT = {"cast": _cast, "add": _binary("+"), "mul": _binary("*"), "scale": _scale, "silu": _silu,
+            "rms_norm": _rms_norm, "rope": rope,
+            "normalize_sum": _normalize_sum, "concat": _concat, "paged_gather": _paged_gather,
+            "kv_unpack_fp8": _kv_unpack_fp8}
+    del _binary
 
 
 def generate(group: Group) -> tuple[KernelSpec, "RowKernel"]:
@@ -299,7 +312,7 @@ class RowKernel:
         args: list = []
         if root.op == "paged_append":
             cache, table, lens = (values[id(s)] for s in root.srcs[:3])
-            check_room(table, lens, cache.shape[1], lead[1])
+            check_pages_hold(table, lens, cache.shape[1], lead[1])
             out = cache
             args += [cache, table, table.stride(0), lens]
         else:

@@ -1,2 +1,2 @@
-"""IR kernel groups -> TVM TensorIR -> llvm (CPU) (issue 5, in progress: row fusion,
-GEMM and paged MLA attention so far). TVM is an optional dependency: `pip install 'dsc-compiler[tvm]'`."""
+"""IR kernel groups -> TVM TensorIR -> llvm (CPU) or CUDA source (launched through NVRTC).
+TVM is an optional dependency: `pip install 'dsc-compiler[tvm]'`."""

@@ -71,7 +71,7 @@ def deliver(result: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
 
 
 def llvm_target():
-    """This CPU, named explicitly: TVM's "native" silently falls back to a generic CPU (NOTES.md)."""
+    """This CPU, named explicitly: TVM's "native" silently falls back to a generic CPU."""
     tvm = require_tvm()
     return tvm.target.Target({"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
 

@@ -52,12 +52,6 @@ def target(arch: int):
     return require_tvm().target.Target({"kind": "cuda", "arch": f"sm_{arch}"})
 
 
-def cuda_source(defn: KernelDef, arch: int) -> str:
-    tvm = require_tvm()
-    ex = tvm.compile(gpu_module(defn, arch), target=target(arch))
-    return ex.mod.imports[0].inspect_source()
-
-
 def kernel_names(source: str) -> list[str]:
     """The `extern "C" __global__` kernels a source defines, in launch order."""
     names = re.findall(r'extern "C" __global__ void (?:__launch_bounds__\(\d+\) )?(\w+)\(', source)

@@ -1,7 +1,7 @@
 """FP8 (e4m3) and bf16 bytes as TIR expressions on integers, the TVM twins of the Triton
 helpers in codegen/triton/build.py.
 
-TVM's own fp8 casts decode wrongly on llvm (apache/tvm#20315, NOTES.md) and CUDA has no
+TVM's own fp8 casts decode wrongly on llvm (apache/tvm#20315) and CUDA has no
 fp8 arithmetic, so FP8 weights and cache rows travel as uint8 bytes and are decoded
 and encoded here bit by bit, exactly as torch's casts do (round to nearest even,
 saturating to +-448).

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.lowering import EXPERT_BLOCK, KINDS, Launcher
+from dsc.codegen.kinds import GROUP_KINDS, ROW_KINDS
+from dsc.codegen.lowering import KINDS, Launcher
 from dsc.codegen.lowering import lower as lower_with
 from dsc.codegen.router_spec import router_spec
 from dsc.codegen.schedule import Group
 from dsc.codegen.tvm import attention, fused_moe, gemm, router
 from dsc.codegen.tvm.rowwise import RowKernel
 from dsc.errors import DscError
+from dsc.ir.ops.grouped import EXPERT_BLOCK
 
 __all__ = ["KINDS", "KERNELS", "lower", "kernel_defs"]
 
@@ -72,9 +74,9 @@ def kernel_defs(group: Group, target: str = "llvm") -> list[tuple[str, object]]:
 
     kind, n = group.kind, group.root
     dt = lambda node: TVM_DTYPES[node.dtype.name]  # noqa: E731
-    if kind in ("view", "dispatch"):
+    if GROUP_KINDS[kind].host:
         return []
-    if kind in ("rowwise", "paged_gather", "paged_append"):
+    if kind in ROW_KINDS:
         rows = define_rows(group)[0]
         defs = [(rows_key(group), rows)] if rows is not None else []
         if kind == "paged_append":

@@ -18,7 +18,9 @@ from __future__ import annotations
 import sympy
 import torch
 
-from dsc.codegen.paged import check_room
+from dsc.codegen.kinds import ROW_KINDS
+from dsc.codegen.paged import check_pages_hold
+from dsc.codegen.row_emitter import RowEmitter
 from dsc.codegen.schedule import Group
 from dsc.codegen.tvm import fp8
 from dsc.codegen.tvm.build import (KernelDef, artifact, bf16_bits, build, compiled, deliver, loop_kinds,
@@ -33,7 +35,9 @@ TVM_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16", "i32": "in
               "u8": "uint8"}
 
 
-class _Expr:
+class _Expr(RowEmitter):
+    backend = "tvm"
+
     def __init__(self, group: Group):
         tvm = require_tvm()
         self.tvm, self.te = tvm, tvm.te
@@ -89,7 +93,7 @@ class _Expr:
                 return self.f32(p[tuple(0 if s == 1 else i for s, i in zip(shape, tail))])
             return load
         if id(n) not in self.memo:
-            self.memo[id(n)] = self.compute(n)
+            self.memo[id(n)] = self.emit(n)
         return self.memo[id(n)]
 
     def row_sum(self, fn, lead_shape, width: int, name: str):
@@ -98,54 +102,67 @@ class _Expr:
         return self.te.compute([self.dim(d) for d in lead_shape],
                                lambda *lead: self.te.sum(fn(tuple(lead) + (r,)), axis=r), name=name)
 
-    def compute(self, n: Node):
-        te, tir = self.te, self.tvm.tirx
-        rank, dt, width = n.type.rank, n.dtype.name, n.shape[-1]
-        src = [self.value(s, rank) for s in n.srcs]
-        if n.op == "cast":
-            return lambda idx: self.round(src[0](idx), dt)
-        if n.op in ("add", "mul"):
-            def narrow(s, fn):  # a width-1 operand broadcasts along the row
-                return (lambda idx: fn(idx[:-1] + (0,))) if s.shape[-1] == 1 and width != 1 else fn
-            a, b = (narrow(s, fn) for s, fn in zip(n.srcs, src))
-            return (lambda idx: self.round(a(idx) + b(idx), dt)) if n.op == "add" else \
-                (lambda idx: self.round(a(idx) * b(idx), dt))
-        if n.op == "scale":
-            return lambda idx: self.round(src[0](idx) * n.attrs["factor"], dt)
-        if n.op == "silu":
-            return lambda idx: self.round(src[0](idx) / (1.0 + te.exp(-src[0](idx))), dt)
-        if n.op == "rms_norm":
-            x, w = src
-            ss = self.row_sum(lambda idx: x(idx) * x(idx), n.shape[:-1], width, f"ss{len(self.memo)}")
-            eps = n.attrs["eps"]
-            return lambda idx: self.round(
-                self.round(x(idx) * tir.rsqrt(ss[idx[:-1]] / width + eps), dt) * w(idx), dt)
-        if n.op == "normalize_sum":
-            x = src[0]
-            total = self.row_sum(x, n.shape[:-1], width, f"sum{len(self.memo)}")
-            eps = n.attrs["eps"]
-            return lambda idx: self.round(x(idx) / self.round(self.round(total[idx[:-1]], dt) + eps, dt), dt)
-        if n.op == "rope":
-            return self.rope(n, src[0])
-        if n.op == "concat":
-            pieces, off = [], 0
-            for s, fn in zip(n.srcs, src):
-                pieces.append((off, s.shape[-1], fn))
-                off += s.shape[-1]
+    # -- one emitter per op: EMIT below ----------------------------------------------------
+    def _cast(self, n: Node):
+        x, dt = self.value(n.srcs[0], n.type.rank), n.dtype.name
+        return lambda idx: self.round(x(idx), dt)
 
-            def cat(idx):
-                c = idx[-1]
-                out = pieces[-1][2](idx[:-1] + (c - pieces[-1][0],))
-                for start, w, fn in reversed(pieces[:-1]):
-                    out = tir.if_then_else(c < start + w, fn(idx[:-1] + (c - start,)), out)
-                return out
-            return cat
-        if n.op == "paged_gather":
-            return lambda idx: self.f32(self.paged_row(n, idx)(idx[-1]))
-        if n.op == "kv_unpack_fp8":  # gathered and dequantized in one pass
-            rank, group = n.attrs["rank"], n.attrs["group"]
-            return lambda idx: self.round(fp8.unpack_latent(self.paged_row(n.srcs[0], idx), idx[-1], rank, group), dt)
-        raise DscError(f"tvm row kernels have no expression for op {n.op!r}")
+    def _binary(combine):
+        def emit(self, n: Node):
+            def narrow(s):  # a width-1 operand broadcasts along the row
+                fn = self.value(s, n.type.rank)
+                return (lambda idx: fn(idx[:-1] + (0,))) if s.shape[-1] == 1 and n.shape[-1] != 1 else fn
+            a, b = (narrow(s) for s in n.srcs)
+            dt = n.dtype.name
+            return lambda idx: self.round(combine(a(idx), b(idx)), dt)
+        return emit
+
+    def _scale(self, n: Node):
+        x, dt, factor = self.value(n.srcs[0], n.type.rank), n.dtype.name, n.attrs["factor"]
+        return lambda idx: self.round(x(idx) * factor, dt)
+
+    def _silu(self, n: Node):
+        x, dt, te = self.value(n.srcs[0], n.type.rank), n.dtype.name, self.te
+        return lambda idx: self.round(x(idx) / (1.0 + te.exp(-x(idx))), dt)
+
+    def _rms_norm(self, n: Node):
+        x, w = (self.value(s, n.type.rank) for s in n.srcs)
+        width, dt, eps, tir = n.shape[-1], n.dtype.name, n.attrs["eps"], self.tvm.tirx
+        ss = self.row_sum(lambda idx: x(idx) * x(idx), n.shape[:-1], width, f"ss{len(self.memo)}")
+        return lambda idx: self.round(
+            self.round(x(idx) * tir.rsqrt(ss[idx[:-1]] / width + eps), dt) * w(idx), dt)
+
+    def _normalize_sum(self, n: Node):
+        x = self.value(n.srcs[0], n.type.rank)
+        width, dt, eps = n.shape[-1], n.dtype.name, n.attrs["eps"]
+        total = self.row_sum(x, n.shape[:-1], width, f"sum{len(self.memo)}")
+        return lambda idx: self.round(x(idx) / self.round(self.round(total[idx[:-1]], dt) + eps, dt), dt)
+
+    def _rope(self, n: Node):
+        return self.rope(n, self.value(n.srcs[0], n.type.rank))
+
+    def _concat(self, n: Node):
+        tir = self.tvm.tirx
+        pieces, off = [], 0
+        for s in n.srcs:
+            pieces.append((off, s.shape[-1], self.value(s, n.type.rank)))
+            off += s.shape[-1]
+
+        def cat(idx):
+            c = idx[-1]
+            out = pieces[-1][2](idx[:-1] + (c - pieces[-1][0],))
+            for start, w, fn in reversed(pieces[:-1]):
+                out = tir.if_then_else(c < start + w, fn(idx[:-1] + (c - start,)), out)
+            return out
+        return cat
+
+    def _paged_gather(self, n: Node):
+        return lambda idx: self.f32(self.paged_row(n, idx)(idx[-1]))
+
+    def _kv_unpack_fp8(self, n: Node):  # gathered and dequantized in one pass
+        self.value(n.srcs[0], n.type.rank)  # the gather's entry, as every op's operands have one
+        rank, group, dt = n.attrs["rank"], n.attrs["group"], n.dtype.name
+        return lambda idx: self.round(fp8.unpack_latent(self.paged_row(n.srcs[0], idx), idx[-1], rank, group), dt)
 
     def paged_row(self, gather: Node, idx):
         """column j -> the raw cache element j of row (idx[-3], idx[-2]) of a paged_gather."""
@@ -199,6 +216,11 @@ class _Expr:
             cos, sin = te.cos(angle) * mscale, te.sin(angle) * mscale
             return self.round(tir.Select(c < half, x1 * cos - x2 * sin, x2 * cos + x1 * sin), n.dtype.name)
         return rotate
+
+    EMIT = {"cast": _cast, "add": _binary(lambda a, b: a + b), "mul": _binary(lambda a, b: a * b), "scale": _scale,
+            "silu": _silu, "rms_norm": _rms_norm, "rope": _rope, "normalize_sum": _normalize_sum, "concat": _concat,
+            "paged_gather": _paged_gather, "kv_unpack_fp8": _kv_unpack_fp8}
+    del _binary
 
 
 def value_node(group: Group) -> Node:
@@ -293,7 +315,7 @@ class RowKernel:
     group's tensors by node id."""
 
     def __init__(self, group: Group):
-        if group.kind not in ("rowwise", "paged_gather", "paged_append"):
+        if group.kind not in ROW_KINDS:
             raise DscError(f"tvm row kernels do not cover group {group.kind!r}")
         root = group.root
         self.value_node = value_node(group)
@@ -330,7 +352,7 @@ class RowKernel:
         if self.scatter is None:
             return deliver(rows, out)
         cache, table, lens = (values[id(s)] for s in self.group.root.srcs[:3])
-        check_room(table, lens, cache.shape[1], rows.shape[1])
+        check_pages_hold(table, lens, cache.shape[1], rows.shape[1])
         if not cache.is_contiguous():
             raise DscError("paged_append: the tvm backend writes into a compact cache only")
         if rows.numel():

@@ -22,6 +22,10 @@ from dsc.ir.opdef import Attr, OpDef, register
 from dsc.ir.ops.checks import dim_match, float_dtype, int_dtype, rank_is, same_dtype
 from dsc.ir.types import TensorType, f32, i32
 
+# Rows per expert block of the grouped GEMMs: the moe_align block fuse_experts writes, and
+# what an unfused moe_experts and dsc.ops.fused_moe run at. Kernels tune their own tiles inside it.
+EXPERT_BLOCK = 16
+
 
 def padded_slots(tokens, top_k: int, experts: int, block: int):
     """Rows of the sorted layout: every slot plus at most block - 1 padding per expert."""

@@ -87,6 +87,7 @@ class RmsNorm(OpDef):
     """DeepSeek's RMSNorm: normalise in float32, cast back, then scale by the weight."""
 
     name = "rms_norm"
+    row_wise = True
     operands = ("x", "w")
     attributes = {"eps": Attr("float")}
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from dsc.ir.opdef import Attr, OpDef, register
 from dsc.ir.ops.checks import dim_match, float_dtype, int_dtype, rank_is, same_dtype
 from dsc.ir.types import TensorType, f32, i64
+from dsc.routing import SCORING_FUNCS, TOPK_METHODS, broken_routing_rule
 
 
 def finite_or_zero(scores: torch.Tensor) -> torch.Tensor:
@@ -26,7 +27,7 @@ class RouterScores(OpDef):
 
     name = "router_scores"
     operands = ("logits",)
-    attributes = {"func": Attr("str", choices=("softmax", "sigmoid"))}
+    attributes = {"func": Attr("str", choices=SCORING_FUNCS)}
 
     def infer(self, srcs, a):
         rank_is(self, "logits", srcs[0], 2)
@@ -56,7 +57,7 @@ class SelectExperts(OpDef):
     name = "select_experts"
     operands = ("scores", "bias?")
     attributes = {
-        "method": Attr("str", choices=("greedy", "group_limited_greedy", "noaux_tc")),
+        "method": Attr("str", choices=TOPK_METHODS),
         "top_k": Attr("int"),
         "n_group": Attr("int", 1),
         "topk_group": Attr("int", 1),
@@ -73,17 +74,10 @@ class SelectExperts(OpDef):
             dim_match(self, "bias length", srcs[1].shape[0], n_exp)
         if not isinstance(n_exp, int):
             raise self.fail(f"the expert count must be an int, got {n_exp}")
-        k, g, tg = a["top_k"], a["n_group"], a["topk_group"]
-        if not 1 <= k <= n_exp:
-            raise self.fail(f"top_k must be in 1..{n_exp}, got {k}")
-        if a["method"] != "greedy":
-            if g < 1 or n_exp % g or not 1 <= tg <= g:
-                raise self.fail(f"n_group {g} must divide {n_exp} experts and topk_group {tg} be in 1..{g}")
-            if k > tg * (n_exp // g):
-                raise self.fail(f"top_k {k} exceeds the {tg * (n_exp // g)} experts of the kept groups")
-            if a["method"] == "noaux_tc" and n_exp // g < 2:
-                raise self.fail("noaux_tc needs at least 2 experts per group")
-        return TensorType([scores.shape[0], k], i64)
+        broken = broken_routing_rule(n_exp, a["top_k"], a["n_group"], a["topk_group"], a["method"])
+        if broken:
+            raise self.fail(f"{broken[0]}: {broken[1]}, got {broken[2]}")
+        return TensorType([scores.shape[0], a["top_k"]], i64)
 
     def reference(self, args, a):
         scores = args[0]
@@ -129,6 +123,7 @@ class NormalizeSum(OpDef):
     """x / (sum(x, last axis) + eps): top-k weights renormalised to sum to 1."""
 
     name = "normalize_sum"
+    row_wise = True
     operands = ("x",)
     attributes = {"eps": Attr("float", 1e-20)}
 

@@ -14,9 +14,15 @@ import math
 import sympy
 import torch
 
-from dsc.config import yarn_mscale
 from dsc.ir.opdef import Attr, OpDef, register
 from dsc.ir.ops.checks import dim_match, float_dtype, int_dtype, rank_at_least, rank_is
+
+
+def yarn_mscale(scale: float, mscale: float = 1.0) -> float:
+    """YaRN's attention-temperature factor (DeepSeek's `yarn_get_mscale`)."""
+    if scale <= 1:
+        return 1.0
+    return 0.1 * mscale * math.log(scale) + 1.0
 
 
 def rope_inv_freq(dim: int, theta: float, factor: float, original_max: int, beta_fast: float,
@@ -54,6 +60,7 @@ class Rope(OpDef):
     """x [B, T, ..., D] rotated by positions [B, T]."""
 
     name = "rope"
+    row_wise = True
     operands = ("x", "positions")
     attributes = {
         "theta": Attr("float"),

@@ -15,6 +15,7 @@ from dsc.ir.types import dims_equal, to_torch
 @register
 class Cast(OpDef):
     name = "cast"
+    row_wise = True
     operands = ("x",)
     attributes = {"dtype": Attr("dtype")}
 
@@ -73,6 +74,7 @@ class Slice(OpDef):
 @register
 class Concat(OpDef):
     name = "concat"
+    row_wise = True
     operands = ("xs*",)
     attributes = {"axis": Attr("int")}
 
@@ -165,12 +167,14 @@ class _Binary(OpDef):
 @register
 class Add(_Binary):
     name = "add"
+    row_wise = True
     fn = staticmethod(torch.add)
 
 
 @register
 class Mul(_Binary):
     name = "mul"
+    row_wise = True
     fn = staticmethod(torch.mul)
 
 
@@ -179,6 +183,7 @@ class Scale(OpDef):
     """x * factor, a compile-time constant (softmax scales, routed_scaling_factor)."""
 
     name = "scale"
+    row_wise = True
     operands = ("x",)
     attributes = {"factor": Attr("float")}
 
@@ -196,6 +201,7 @@ class Scale(OpDef):
 @register
 class Silu(OpDef):
     name = "silu"
+    row_wise = True
     operands = ("x",)
 
     def infer(self, srcs, a):

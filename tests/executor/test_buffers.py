@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from dsc.config import Config
 from dsc.nn import MLA, MoE, random_checkpoint
-from dsc.runtime.buffers import ALIGN, place
+from dsc.executor.buffers import ALIGN, place
 
 
 @given(st.lists(st.tuples(st.integers(1, 5000), st.integers(0, 20), st.integers(0, 6)), min_size=1, max_size=30))

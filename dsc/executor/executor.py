@@ -13,6 +13,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from dsc.codegen.kinds import IN_PLACE
 from dsc.codegen.schedule import Group, live_groups, schedule
 from dsc.errors import IRError
 from dsc.ir.graph import Graph
@@ -20,9 +21,8 @@ from dsc.ir.interpreter import bind_symbols, concrete, concrete_attrs, evaluate_
 from dsc.ir.opdef import get_op
 from dsc.ir.ops.control import Dispatch
 from dsc.ir.types import to_torch
-from dsc.runtime.buffers import Arena, Slot, place
+from dsc.executor.buffers import Arena, Slot, place
 
-IN_PLACE = frozenset({"view", "dispatch", "paged_append"})  # kinds that write no fresh buffer
 
 
 class Executor:
@@ -119,7 +119,3 @@ class Executor:
             else:
                 values[id(grp.root)] = out
         return {k: values[id(v)] for k, v in g.outputs}
-
-    def workspace_bytes(self, env: dict) -> int:
-        """The planned workspace of one shape (for reports and tests)."""
-        return self._plan(env)[1].total

@@ -13,12 +13,14 @@ from typing import Mapping
 
 import torch
 
+from dsc.codegen.kinds import GROUP_KINDS
 from dsc.codegen.schedule import Group
 from dsc.errors import DscError
 from dsc.ir.interpreter import concrete_attrs
 from dsc.ir.node import Node, toposort
 from dsc.ir.opdef import get_op
 from dsc.ir.ops.control import Dispatch
+from dsc.runtime.accuracy import relative_error
 
 
 def reference_outputs(group: Group, values: dict, env: dict) -> list[torch.Tensor]:
@@ -41,16 +43,6 @@ def reference_outputs(group: Group, values: dict, env: dict) -> list[torch.Tenso
     return [ref(n) for n in group.outputs]
 
 
-def relative_error(out: torch.Tensor, want: torch.Tensor) -> float:
-    if out.dtype in (torch.int32, torch.int64, torch.uint8):
-        return 0.0 if torch.equal(out, want) else float("inf")
-    out, want = out.double(), want.double()
-    if not torch.isfinite(out).all():
-        return float("inf")
-    norm = want.norm()
-    return float((out - want).norm() / norm) if norm > 0 else float((out - want).norm())
-
-
 def crosscheck(executor, inputs: Mapping[str, torch.Tensor], params: Mapping[str, torch.Tensor],
                tol: float) -> list[tuple[Group, float]]:
     """Run the executor's graph, checking every kernel group against the reference ops.
@@ -59,9 +51,10 @@ def crosscheck(executor, inputs: Mapping[str, torch.Tensor], params: Mapping[str
     report: list[tuple[Group, float]] = []
 
     def check(group: Group, values: dict, env: dict, launch):
-        if group.kind in ("view", "dispatch"):
+        kind = GROUP_KINDS[group.kind]
+        if kind.host:
             return launch()
-        in_place = group.kind == "paged_append"
+        in_place = kind.in_place
         snapshot = {id(s): values[id(s)].clone() for s in group.inputs if id(s) in values} if in_place else None
         out = launch()
         got = list(out) if group.extra_outputs else [out]

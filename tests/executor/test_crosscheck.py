@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from dsc.config import Config
 from dsc.errors import DscError
 from dsc.nn import MLA, MoE, random_checkpoint
-from dsc.runtime.crosscheck import crosscheck
+from dsc.executor.crosscheck import crosscheck
 from strategies import configs, seeds
 from util import COMPILED_BACKENDS, F32_TOL, assert_close, installed
 

@@ -1,4 +1,4 @@
-"""Short constructors for the builders: each makes one IR node."""
+"""Short constructors of IR nodes, for the builders, the passes and the tests: each makes one node."""
 
 from __future__ import annotations
 

@@ -1,0 +1,48 @@
+"""The codegen backends, registered in one table: each backend's own package defines a
+`Backend` (its group kinds, its lowering, its ahead-of-time sources); the executor,
+`dsc.nn` and every CLI command find it here by name. Backends load lazily (importing
+triton or TVM costs seconds), so the names are known before any is imported.
+
+A new backend is its own package with a `backend.py` defining `BACKEND`, plus one line
+in `_PACKAGES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from dsc.codegen.schedule import Group
+from dsc.errors import ConfigError
+from dsc.ir.graph import Graph
+
+# name -> the module that defines its BACKEND: the one registration of each backend.
+_PACKAGES = {"triton": "dsc.codegen.triton.backend", "tvm": "dsc.codegen.tvm.backend"}
+CODEGEN_BACKENDS = tuple(_PACKAGES)
+
+
+@dataclass(frozen=True)
+class Sources:
+    """What `dsc compile` writes: source files by name and the manifest's backend fields."""
+
+    files: dict[str, str]
+    manifest: dict
+    summary: str  # one line for the command's report
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    kinds: frozenset[str]  # the group kinds it has kernels for (dsc.codegen.schedule)
+    lower: Callable[[Group], Callable]  # group -> launcher (dsc.codegen.lowering's convention)
+    # (layer, graph) pairs and a target -> the sources `dsc compile` writes
+    emit: Callable[[Iterable[tuple[str, Graph]], str], Sources]
+    # raises a dsc error naming the missing library; runs before the first launcher is built
+    prepare: Callable[[], None] = lambda: None
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _PACKAGES:
+        raise ConfigError(f"backend: unknown backend {name!r}; choose one of {', '.join(CODEGEN_BACKENDS)}")
+    return importlib.import_module(_PACKAGES[name]).BACKEND

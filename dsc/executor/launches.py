@@ -1,0 +1,51 @@
+"""The Triton kernels one call of a graph launches, with the arguments it passes: what the
+sm_80/sm_90 compile check compiles, specialized as Triton's JIT specializes each launch.
+It runs the executor with launches recorded, not run, so it sits above codegen."""
+
+from __future__ import annotations
+
+import torch
+
+from dsc.codegen.triton.build import recorded_launches
+from dsc.codegen.triton.lower import KINDS, ON_GPU, compile_jobs, lower
+from dsc.errors import DscError
+from dsc.executor.executor import Executor
+from dsc.ir.interpreter import concrete
+from dsc.ir.types import sym, to_torch
+
+
+def launch_jobs(graph, env: dict) -> list[tuple]:
+    """(spec, signature, constexprs, options) of every kernel a call of graph at the sizes env
+    (symbol or its name -> int) launches, options holding the arguments that call passes
+    ("args" and "kwargs" of compile_all) and constexprs the GPU's choices (ON_GPU):
+    the call runs with its kernel launches recorded, not run, on placeholder tensors of
+    those sizes (int inputs zero: valid page, length and expert ids), so strides, views
+    and workspace offsets are the real ones. What the sm_80/sm_90 compile check compiles,
+    specialized as Triton's JIT specializes the launch."""
+    env = {sym(k) if isinstance(k, str) else k: v for k, v in env.items()}
+
+    def placeholder(n):
+        shape, dt = [concrete(d, env) for d in n.shape], to_torch(n.dtype)
+        return torch.empty(shape, dtype=dt) if dt.is_floating_point else torch.zeros(shape, dtype=dt)
+
+    leaves = [n for n in graph.nodes() if n.op in ("input", "param")]
+    inputs = {n.name: placeholder(n) for n in leaves if n.op == "input"}
+    params = {n.name: placeholder(n) for n in leaves if n.op == "param"}
+    params.update({name: placeholder(n) for name, n in graph.folds})
+    jobs = []
+
+    def hook(grp, values, env, launch):
+        first = len(launches)
+        out = launch()
+        found, made = compile_jobs(grp), launches[first:]
+        if [job[0].name for job in found] != [spec.name for spec, _, _ in made]:
+            raise DscError(f"group {grp.kind}: compile_jobs lists {[job[0].name for job in found]}, the launch ran "
+                           f"{[spec.name for spec, _, _ in made]}")
+        for (spec, sig, const), (_, args, kwargs) in zip(found, made):
+            gpu = {k: v for k, v in const.items() if k in ON_GPU.get(spec.name, ())}
+            jobs.append((spec, sig, gpu, {"args": list(args), "kwargs": kwargs}))
+        return out
+
+    with recorded_launches() as launches:
+        Executor(graph, lower, KINDS)(inputs, params, hook=hook)
+    return jobs
