@@ -47,7 +47,7 @@ def mla_decode(cfg, batch: int, context: int, repeat: int) -> dict:
     from transformers import DynamicCache
 
     from dsc.nn import MLA, random_checkpoint
-    from dsc.nn.hf import causal_mask, hf_modules
+    from dsc.eager.hf import causal_mask, hf_modules
     from dsc.runtime.accuracy import relative_error
 
     sd = random_checkpoint(cfg, "mla", seed=0)

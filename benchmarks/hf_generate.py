@@ -62,7 +62,7 @@ def main() -> int:
 
     import dsc
     from dsc.integrations.hf import patch
-    from dsc.nn.hf import hf_causal_lm
+    from dsc.eager.hf import hf_causal_lm
     from presets import device_name, slug
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -268,17 +268,12 @@ def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: Tens
     _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, block_size)
     if validate:
         _check_range("fused_moe", "topk_ids", topk_ids, 0, w13.shape[0] - 1, "expert indices")
-    from dsc.codegen.triton import fused_moe as kernels
+    from dsc.codegen.lowering import routed_experts
+    from dsc.codegen.triton.lower import KERNELS
 
-    ids = topk_ids.to(torch.int64)
-    inter = w13.shape[1] // 2
-    slots = kernels.align(ids, w13.shape[0], EXPERT_BLOCK)
-    fp8 = dict(act_quant=act_quant, scale_block=block_size) if w13_scale is not None else {}
-    h = kernels.grouped_gemm(hidden_states, slots, ids, w13[:, :inter], w13[:, inter:], None, gather=True,
-                             block=EXPERT_BLOCK, scales=w13_scale, up_offset=inter, **fp8)
-    y = kernels.grouped_gemm(h, slots, ids, w2, None, topk_weights, gather=False, block=EXPERT_BLOCK,
-                             scales=w2_scale, **fp8)
-    return kernels.combine(y, slots, ids, hidden_states.dtype)
+    return routed_experts(KERNELS, hidden_states, topk_ids.to(torch.int64), topk_weights, w13, w2, EXPERT_BLOCK,
+                          w13_scale=w13_scale, w2_scale=w2_scale, act_quant=act_quant and w13_scale is not None,
+                          scale_block=block_size)
 
 
 @fused_moe.register_fake

@@ -16,7 +16,7 @@ import transformers
 
 import dsc
 from dsc.integrations.hf import patch
-from dsc.nn.hf import hf_causal_lm
+from dsc.eager.hf import hf_causal_lm
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--backend", default="reference", choices=["reference", "triton", "tvm"])

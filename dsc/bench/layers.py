@@ -132,7 +132,7 @@ def _hf_mla(cfg, case, weights, x, pos, c_kv, k_pe, context) -> None:
     try:
         from transformers import DynamicCache
 
-        from dsc.nn.hf import causal_mask, hf_modules
+        from dsc.eager.hf import causal_mask, hf_modules
     except (ImportError, DscError) as e:
         case.skipped["hf"] = f"transformers is not installed ({e})"
         return
@@ -176,7 +176,7 @@ def moe_case(cfg: Config, module: MoE, weights: dict, tokens: int, compare: tupl
             case.impls.append(impl)
     if "hf" in compare:
         try:
-            from dsc.nn.hf import hf_modules, to_hf5_experts
+            from dsc.eager.hf import hf_modules, to_hf5_experts
 
             _, _, moe, _ = hf_modules(cfg)
         except (ImportError, DscError) as e:

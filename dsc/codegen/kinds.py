@@ -34,6 +34,5 @@ _DECLARED = (
     GroupKind("fp8_gemm"),
 )
 GROUP_KINDS: dict[str, GroupKind] = {k.name: k for k in _DECLARED}
-KERNEL_KINDS = frozenset(name for name, k in GROUP_KINDS.items() if not k.host)  # kinds that launch a kernel
 ROW_KINDS = frozenset(name for name, k in GROUP_KINDS.items() if k.rows)
 IN_PLACE = frozenset(name for name, k in GROUP_KINDS.items() if k.in_place)

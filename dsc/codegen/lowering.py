@@ -51,7 +51,19 @@ class Kernels(Protocol):
 
     def combine(self, y, slots, ids, dtype, out=None): ...
 
-    def experts(self, x, ids, w, gate, up, down, block, out=None): ...  # an unfused moe_experts
+
+def routed_experts(k: Kernels, x, ids, topk_weights, w13, w2, block: int, *, w13_scale=None, w2_scale=None,
+                   act_quant: bool = False, scale_block: int = 128, out=None):
+    """DeepSeekMoE's routed experts on one backend's kernels, the one composition that an
+    unfused moe_experts group and dsc.ops.fused_moe share: token slots sorted by expert,
+    gate and up in one grouped GEMM over w13 [E, 2I, H] with SiLU * up fused, down scaled
+    by the routing weights, then a combine in a fixed order (deterministic)."""
+    slots = k.align(ids, w13.shape[0], block)
+    fp8 = dict(act_quant=act_quant, scale_block=scale_block)
+    h = k.grouped_gemm(x, slots, ids, w13, None, gather=True, swiglu=True, block=block, scales=w13_scale, **fp8)
+    y = k.grouped_gemm(h, slots, ids, w2, topk_weights, gather=False, swiglu=False, block=block, scales=w2_scale,
+                       **fp8)
+    return k.combine(y, slots, ids, x.dtype, out=out)
 
 
 def lower(group: Group, k: Kernels) -> Launcher:
@@ -108,6 +120,9 @@ def lower(group: Group, k: Kernels) -> Launcher:
                                                      out=out)
     if kind == "moe_combine":
         return lambda v, env, out=None: k.combine(*srcs(v), to_torch(n.type.dtype), out=out)
-    if kind == "moe_experts":
-        return lambda v, env, out=None: k.experts(*srcs(v), EXPERT_BLOCK, out=out)
+    if kind == "moe_experts":  # unfused: fuse_experts stacks gate and up once, at load
+        def experts(v, env, out=None):
+            x, ids, w, gate, up, down = srcs(v)
+            return routed_experts(k, x, ids, w, torch.cat([gate, up], dim=1), down, EXPERT_BLOCK, out=out)
+        return experts
     raise DscError(f"the {k.name} backend has no kernel for group {kind!r} ({n.op})")

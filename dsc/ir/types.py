@@ -106,13 +106,6 @@ class TensorType:
     def nbytes(self) -> Dim:
         return as_dim(sympy.expand(sympy.sympify(self.numel()) * self.dtype.itemsize))
 
-    def symbols(self) -> set:
-        out = set()
-        for d in self.shape:
-            if not isinstance(d, int):
-                out |= d.free_symbols
-        return out
-
     def with_dtype(self, d) -> "TensorType":
         return TensorType(self.shape, dtype(d))
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from dsc.runtime import tuned
+from dsc.runtime import search_space, tuned
 from dsc.runtime.accuracy import relative_error
 from dsc.runtime.device import Limits
 from dsc.runtime.timing import Timer
@@ -89,7 +89,7 @@ def tune_one(w: Workload, timer: Timer, limits: Limits, max_trials: int | None =
 
 
 def _run(w: Workload, i: int, cfg: dict):
-    with tuned.trial(w.call, cfg):
+    with search_space.trial(w.call, cfg):
         return w.replay(i)
 
 

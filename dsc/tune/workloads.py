@@ -18,7 +18,7 @@ import torch
 from dsc.config import Config
 from dsc.nn import MLA, MoE
 from dsc.nn.checkpoint import random_weights
-from dsc.runtime import tuned
+from dsc.runtime import search_space
 from dsc.runtime.timing import copies_to_rotate
 
 # The buckets of the issue: decode batch 1..256, prefill up to 16k tokens, context up to 128k.
@@ -43,7 +43,7 @@ class Buckets:
 class Workload:
     """One recorded launch of a tunable kernel, and how to replay its group."""
 
-    call: tuned.Call
+    call: search_space.Call
     where: str  # "mla decode B=8 S=4096"
     replay: Callable[[int], object]  # replay(i): the group's launch on input copy i
     copies: int
@@ -62,7 +62,7 @@ class Recorder:
         self.found: list[Workload] = []
 
     def __call__(self, grp, values, env, launch):
-        with tuned.recording() as calls:
+        with search_space.recording() as calls:
             out = launch()
         fresh = [c for c in calls if (c.space.kernel, c.dtype, c.key) not in self.seen]
         if not fresh:

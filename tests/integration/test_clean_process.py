@@ -55,7 +55,7 @@ def test_readme_patch_call_after_import_dsc_alone():
     done = run_clean("""
 import copy, torch
 import dsc
-from dsc.nn.hf import hf_causal_lm
+from dsc.eager.hf import hf_causal_lm
 model = hf_causal_lm(dsc.Config.preset("tiny-v2"))
 ref = copy.deepcopy(model)
 dsc.integrations.hf.patch(model, backend="reference")

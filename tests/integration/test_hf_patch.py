@@ -23,7 +23,7 @@ from transformers import DynamicCache  # noqa: E402
 from dsc.integrations import hf as dsc_hf  # noqa: E402
 from dsc.integrations.hf import PatchedAttention, patch  # noqa: E402
 from dsc.nn import MLA, MoE  # noqa: E402
-from dsc.nn.hf import hf_causal_lm  # noqa: E402
+from dsc.eager.hf import hf_causal_lm  # noqa: E402
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
 BACKENDS = ["reference", *COMPILED_BACKENDS]

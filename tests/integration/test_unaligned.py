@@ -37,7 +37,7 @@ def shifted(t: torch.Tensor, by: int) -> torch.Tensor:
 def test_reloaded_checkpoint_patched_matches_unpatched(preset, backend, tmp_path):
     transformers = pytest.importorskip("transformers")
     from dsc.integrations.hf import patch
-    from dsc.nn.hf import hf_causal_lm
+    from dsc.eager.hf import hf_causal_lm
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     hf_causal_lm(dsc.Config.preset(preset)).save_pretrained(tmp_path)  # safetensors

@@ -25,7 +25,7 @@ from util import COMPILED_BACKENDS, F32_TOL, assert_close
 transformers = pytest.importorskip("transformers")
 from transformers import DynamicCache  # noqa: E402
 
-from dsc.nn.hf import causal_mask, hf_modules, to_hf5_experts  # noqa: E402
+from dsc.eager.hf import causal_mask, hf_modules, to_hf5_experts  # noqa: E402
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
 

@@ -2,7 +2,7 @@
 manifest is checked whole against its schema, every file it names is kept inside the
 directory, and whatever a damaged or forged directory holds gives an ArtifactError
 naming the entry and the rule, never another exception. (That `dsc compile --backend
-tvm`'s real output passes: tests/codegen/test_tvm_cuda.py.)"""
+tvm`'s real output passes: tests/codegen/tvm/test_cuda.py.)"""
 
 import copy
 import json

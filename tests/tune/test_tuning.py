@@ -16,7 +16,8 @@ from hypothesis import given, strategies as st
 from dsc.codegen.triton import fp8_gemm, fused_moe, gemm, paged_attention
 from dsc.runtime import tuned
 from dsc.runtime.device import ARCH_LIMITS, DeviceInfo, Limits
-from dsc.runtime.tuned import Space, TunedTable, TuningError, parse_key, shape_key
+from dsc.runtime.search_space import Call, Space, trial
+from dsc.runtime.tuned import TunedTable, TuningError, parse_key, shape_key
 from dsc.tune import search
 from dsc.tune.workloads import Workload
 from util import assert_close
@@ -285,7 +286,7 @@ class FakeTimer:
 def _workload(space, shape, bad=(), boom=()):
     """A launch whose output is 1..n scaled by its config's BLOCK (so the heuristic's is
     the truth), except configs in `bad` (wrong output) and `boom` (they raise)."""
-    call = tuned.Call(space, shape, "bfloat16", torch.device("cpu"))
+    call = Call(space, shape, "bfloat16", torch.device("cpu"))
     truth = torch.arange(1.0, 9.0)
 
     def replay(i):
@@ -341,11 +342,11 @@ def test_every_triton_gemm_candidate_computes_the_product():
     shape = {"batch": 1, "M": 40, "N": 56, "K": 72, "itemsize": 4}
     cands = gemm.TUNING.candidates(shape, ARCH_LIMITS["sm90"])
     tiles = {(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["GROUP_M"]): c for c in cands}
-    call = tuned.Call(gemm.TUNING, shape, "float32", a.device)
+    call = Call(gemm.TUNING, shape, "float32", a.device)
     assert len(tiles) >= 8
     for cfg in list(tiles.values())[:: max(1, len(tiles) // 8)]:
         c = torch.empty(1, 40, 56)
-        with tuned.trial(call, cfg):
+        with trial(call, cfg):
             gemm.bmm_into(a, b, c)
         assert_close(c, a @ b, 1e-5, f"config {cfg}")
 

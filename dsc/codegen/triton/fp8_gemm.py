@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
-from dsc.runtime.tuned import Space
+from dsc.runtime.search_space import Space
 
 SOURCE = '''
 import triton

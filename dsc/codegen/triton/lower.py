@@ -46,13 +46,6 @@ class TritonKernels:
         return fused_moe.grouped_gemm(a, slots, ids, gate, up, route, gather=gather, block=block, scales=scales,
                                       up_offset=half, act_quant=act_quant, scale_block=scale_block, out=out)
 
-    @staticmethod
-    def experts(x, ids, w, gate, up, down, block, out=None):
-        slots = fused_moe.align(ids, gate.shape[0], block)
-        h = fused_moe.grouped_gemm(x, slots, ids, gate, up, None, gather=True, block=block)
-        y = fused_moe.grouped_gemm(h, slots, ids, down, None, w, gather=False, block=block)
-        return fused_moe.combine(y, slots, ids, x.dtype, out=out)
-
 
 KERNELS = TritonKernels()
 

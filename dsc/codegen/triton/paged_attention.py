@@ -24,7 +24,7 @@ import math
 import torch
 
 from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
-from dsc.runtime.tuned import Space
+from dsc.runtime.search_space import Space
 
 SOURCE = '''
 import triton

@@ -81,7 +81,7 @@ def element_aligned(func):
     (64 bytes) is a promise LLVM turns into aligned vector loads, which fault on what users
     hand in: from_pretrained's and safetensors' weights lie back to back in one file
     mapping, and any view at an offset starts mid-block. LLVM then emits unaligned vector
-    loads, as fast on aligned data (measured, issue 15: MLA decode and MoE no slower), so
+    loads, as fast on aligned data (measured: MLA decode and MoE no slower), so
     no tensor is ever copied, and in-place writes (the latent cache) land where they
     should. TVM checks no alignment at the call: the promise alone was the fault."""
     tvm = require_tvm()
@@ -168,7 +168,7 @@ def loop_kinds(target: str) -> SimpleNamespace:
     loop (llvm: over the cores; cuda: one thread block per iteration); one(), a launch of
     a single serial worker (llvm: a plain loop of one); vec(n), a loop of vector lanes
     (llvm: vectorized; cuda: serial, per thread). Correct on both; the GPU versions leave
-    threads within a block to tuning (issue 6)."""
+    threads within a block to a tuned schedule, not written yet."""
     from tvm.script import tirx as T
 
     if target == "cuda":

@@ -4,7 +4,7 @@ TE-stage definitions get a generic GPU schedule (every stage's spatial loops bou
 blocks of THREADS threads, reductions serial per thread: dlight's Fallback rule, which
 refuses some of our stages); TVMScript definitions are
 made for the GPU directly (build.loop_kinds: one thread block per parallel iteration).
-Both are correctness-first schedules: tuned GPU schedules are issue 6's work. The
+Both are correctness-first schedules: tuned GPU schedules are not written yet. The
 source of each definition holds `extern "C"` kernels named <symbol>_kernel,
 <symbol>_kernel_1, ... in launch order; it compiles with nvcc and with NVRTC.
 
@@ -21,7 +21,6 @@ import re
 from dsc.codegen.tvm.build import KernelDef, require_tvm
 from dsc.errors import DscError
 
-ARCHS = (80, 90)
 THREADS = 128
 
 

@@ -29,7 +29,7 @@ from dsc.codegen.tvm import fp8
 from dsc.codegen.tvm.build import (KernelDef, compiled, deliver, knobs, loop_kinds, output_buffer, require_tvm,
                                    store_as)
 from dsc.codegen.tvm.gemm import TVM_OF_TORCH
-from dsc.runtime.tuned import Space
+from dsc.runtime.search_space import Space
 
 TVM_INT = {torch.int32: "int32", torch.int64: "int64"}
 

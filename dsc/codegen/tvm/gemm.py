@@ -9,7 +9,7 @@ import torch
 
 from dsc.codegen import contraction
 from dsc.codegen.tvm.build import KernelDef, compiled, deliver, knobs, output_buffer, require_tvm, store_as
-from dsc.runtime.tuned import Space
+from dsc.runtime.search_space import Space
 
 TVM_OF_TORCH = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 

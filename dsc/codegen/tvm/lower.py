@@ -5,8 +5,6 @@ tensors by node id, the call's symbol bindings and a planned output buffer."""
 
 from __future__ import annotations
 
-import torch
-
 from dsc.codegen.kinds import GROUP_KINDS, ROW_KINDS
 from dsc.codegen.lowering import KINDS, Launcher
 from dsc.codegen.lowering import lower as lower_with
@@ -40,14 +38,6 @@ class TvmKernels:
     def paged_attention(q, cache, table, lengths, scale, v_dim, len_offset, out=None, fp8_group=None):
         return attention.paged_mla_attention(q, cache, table, lengths, scale, v_dim, len_offset=len_offset, out=out,
                                              fp8_group=fp8_group)[0]
-
-    @staticmethod
-    def experts(x, ids, w, gate, up, down, block, out=None):
-        slots = fused_moe.align(ids, gate.shape[0], block)
-        gate_up = torch.cat([gate, up], dim=1)  # an unfused layer: fuse_experts does this once, at load
-        h = fused_moe.grouped_gemm(x, slots, ids, gate_up, None, gather=True, swiglu=True, block=block)
-        y = fused_moe.grouped_gemm(h, slots, ids, down, w, gather=False, swiglu=False, block=block)
-        return fused_moe.combine(y, slots, ids, x.dtype, out=out)
 
 
 KERNELS = TvmKernels()
