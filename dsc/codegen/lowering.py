@@ -66,63 +66,108 @@ def routed_experts(k: Kernels, x, ids, topk_weights, w13, w2, block: int, *, w13
     return k.combine(y, slots, ids, x.dtype, out=out)
 
 
+# -- one launcher maker per kernel-group kind: LAUNCHERS below ------------------------------
+
+def _values(v, nodes):
+    return [v[id(s)] for s in nodes]
+
+
+def _rows(group: Group, k: Kernels) -> Launcher:
+    return k.rows(group)
+
+
+def _gemm(group: Group, k: Kernels) -> Launcher:
+    n = group.root
+    if n.op == "linear":
+        return lambda v, env, out=None: k.linear(*_values(v, n.srcs), out=out)
+    if len(n.srcs) != 2:
+        raise DscError(f"einsum {n.attrs['spec']!r}: only two-operand contractions have a GEMM form")
+    return lambda v, env, out=None: k.einsum(n.attrs["spec"], *_values(v, n.srcs), out=out)
+
+
+def _attention(group: Group, k: Kernels) -> Launcher:
+    scale = group.root.attrs["scale"]
+    return lambda v, env, out=None: k.attention(*_values(v, group.inputs), scale, out=out)
+
+
+def _paged_attention(group: Group, k: Kernels) -> Launcher:
+    n = group.root
+    dv = n.shape[-1]
+    unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
+    if unpack is not None and unpack.attrs["rank"] != dv:
+        raise DscError(f"paged attention over an FP8 cache reads V as the rank {unpack.attrs['rank']} latent, "
+                       f"got a V of width {dv}")
+
+    def run(v, env, out=None):
+        q, cache, table, lens = _values(v, group.inputs)
+        return k.paged_attention(q, cache, table, lens, n.attrs["scale"], dv, q.shape[1], out=out,
+                                 fp8_group=unpack.attrs["group"] if unpack else None)
+    return run
+
+
+def _router(group: Group, k: Kernels) -> Launcher:
+    spec = router_spec(group)
+
+    def route(v, env, out=None):
+        bias = v[id(group.inputs[1])] if len(group.inputs) > 1 else None
+        return k.route(v[id(group.inputs[0])], bias, spec, out=out)
+    return route
+
+
+def _moe_align(group: Group, k: Kernels) -> Launcher:
+    n = group.root
+    return lambda v, env, out=None: k.align(v[id(n.srcs[0])], n.attrs["experts"], n.attrs["block"], out=out)
+
+
+def _grouped_gemm(group: Group, k: Kernels) -> Launcher:
+    n = group.root
+    if n.srcs[1].op != "moe_align":
+        raise DscError(f"{n.op}: its row layout must come from moe_align (the block size)")
+    block = n.srcs[1].attrs["block"]
+    fp8 = group.kind == "grouped_gemm_fp8"
+    n_w = 5 if fp8 else 4
+
+    def grouped(v, env, out=None):
+        a, slots, ids, w = _values(v, n.srcs[:4])
+        route = v[id(n.srcs[n_w])] if len(n.srcs) > n_w else None
+        return k.grouped_gemm(a, slots, ids, w, route, gather=n.attrs["gather"], swiglu=n.attrs["swiglu"],
+                              block=block, scales=v[id(n.srcs[4])] if fp8 else None,
+                              act_quant=fp8 and n.attrs["act_quant"], scale_block=n.attrs.get("block", 128),
+                              out=out)
+    return grouped
+
+
+def _fp8_gemm(group: Group, k: Kernels) -> Launcher:
+    n = group.root
+    return lambda v, env, out=None: k.fp8_linear(*_values(v, n.srcs), act_quant=n.attrs["act_quant"],
+                                                 block=n.attrs["block"], out=out)
+
+
+def _moe_combine(group: Group, k: Kernels) -> Launcher:
+    n = group.root
+    return lambda v, env, out=None: k.combine(*_values(v, n.srcs), to_torch(n.type.dtype), out=out)
+
+
+def _moe_experts(group: Group, k: Kernels) -> Launcher:  # unfused: fuse_experts stacks gate and up once, at load
+    n = group.root
+
+    def experts(v, env, out=None):
+        x, ids, w, gate, up, down = _values(v, n.srcs)
+        return routed_experts(k, x, ids, w, torch.cat([gate, up], dim=1), down, EXPERT_BLOCK, out=out)
+    return experts
+
+
+# kind -> make(group, kernels) -> launcher: the argument plumbing of every kernel-group
+# kind, written once for every backend (host kinds, view and dispatch, run in the executor)
+LAUNCHERS: dict[str, Callable[[Group, Kernels], Launcher]] = {
+    **{kind: _rows for kind in ROW_KINDS}, "gemm": _gemm, "attention": _attention,
+    "paged_attention": _paged_attention, "router": _router, "moe_align": _moe_align, "grouped_gemm": _grouped_gemm,
+    "grouped_gemm_fp8": _grouped_gemm, "fp8_gemm": _fp8_gemm, "moe_combine": _moe_combine,
+    "moe_experts": _moe_experts}
+
+
 def lower(group: Group, k: Kernels) -> Launcher:
-    kind, n = group.kind, group.root
-    srcs = lambda v: [v[id(s)] for s in n.srcs]  # noqa: E731
-    if kind in ROW_KINDS:
-        return k.rows(group)
-    if kind == "gemm":
-        if n.op == "linear":
-            return lambda v, env, out=None: k.linear(*srcs(v), out=out)
-        if len(n.srcs) != 2:
-            raise DscError(f"einsum {n.attrs['spec']!r}: only two-operand contractions have a GEMM form")
-        return lambda v, env, out=None: k.einsum(n.attrs["spec"], *srcs(v), out=out)
-    if kind == "attention":
-        return lambda v, env, out=None: k.attention(*(v[id(s)] for s in group.inputs), n.attrs["scale"], out=out)
-    if kind == "paged_attention":
-        dv = n.shape[-1]
-        unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
-        if unpack is not None and unpack.attrs["rank"] != dv:
-            raise DscError(f"paged attention over an FP8 cache reads V as the rank {unpack.attrs['rank']} latent, "
-                           f"got a V of width {dv}")
-
-        def run(v, env, out=None):
-            q, cache, table, lens = (v[id(s)] for s in group.inputs)
-            return k.paged_attention(q, cache, table, lens, n.attrs["scale"], dv, q.shape[1], out=out,
-                                     fp8_group=unpack.attrs["group"] if unpack else None)
-        return run
-    if kind == "router":
-        spec = router_spec(group)
-
-        def route(v, env, out=None):
-            bias = v[id(group.inputs[1])] if len(group.inputs) > 1 else None
-            return k.route(v[id(group.inputs[0])], bias, spec, out=out)
-        return route
-    if kind == "moe_align":
-        return lambda v, env, out=None: k.align(v[id(n.srcs[0])], n.attrs["experts"], n.attrs["block"], out=out)
-    if kind in ("grouped_gemm", "grouped_gemm_fp8"):
-        if n.srcs[1].op != "moe_align":
-            raise DscError(f"{n.op}: its row layout must come from moe_align (the block size)")
-        block = n.srcs[1].attrs["block"]
-        fp8 = kind == "grouped_gemm_fp8"
-        n_w = 5 if fp8 else 4
-
-        def grouped(v, env, out=None):
-            a, slots, ids, w = (v[id(s)] for s in n.srcs[:4])
-            route = v[id(n.srcs[n_w])] if len(n.srcs) > n_w else None
-            return k.grouped_gemm(a, slots, ids, w, route, gather=n.attrs["gather"], swiglu=n.attrs["swiglu"],
-                                  block=block, scales=v[id(n.srcs[4])] if fp8 else None,
-                                  act_quant=fp8 and n.attrs["act_quant"], scale_block=n.attrs.get("block", 128),
-                                  out=out)
-        return grouped
-    if kind == "fp8_gemm":
-        return lambda v, env, out=None: k.fp8_linear(*srcs(v), act_quant=n.attrs["act_quant"], block=n.attrs["block"],
-                                                     out=out)
-    if kind == "moe_combine":
-        return lambda v, env, out=None: k.combine(*srcs(v), to_torch(n.type.dtype), out=out)
-    if kind == "moe_experts":  # unfused: fuse_experts stacks gate and up once, at load
-        def experts(v, env, out=None):
-            x, ids, w, gate, up, down = srcs(v)
-            return routed_experts(k, x, ids, w, torch.cat([gate, up], dim=1), down, EXPERT_BLOCK, out=out)
-        return experts
-    raise DscError(f"the {k.name} backend has no kernel for group {kind!r} ({n.op})")
+    make = LAUNCHERS.get(group.kind)
+    if make is None:
+        raise DscError(f"the {k.name} backend has no kernel for group {group.kind!r} ({group.root.op})")
+    return make(group, k)
