@@ -27,6 +27,17 @@ FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 E4M3 = torch.float8_e4m3fn
 
 
+def _kernels(op: str, backend: str):
+    """The kernels of a registered codegen backend, behind the lowering's calling convention."""
+    from dsc.codegen.backend import CODEGEN_BACKENDS, get_backend
+
+    if backend not in CODEGEN_BACKENDS:
+        raise InputError(f"dsc.ops.{op}: backend must be one of {', '.join(CODEGEN_BACKENDS)}, got {backend!r}")
+    chosen = get_backend(backend)
+    chosen.prepare()
+    return chosen.kernels
+
+
 def check(op: str, name: str, t, *, dtypes: Sequence[torch.dtype] | None = None, rank: int | None = None,
           shape: Sequence | None = None, device: torch.device | None = None) -> None:
     """Raise InputError naming `op` and the argument `name` unless t is a tensor of one of
@@ -178,29 +189,30 @@ def _moe_route_checks(router_logits, e_score_correction_bias, top_k, n_group, to
 @torch.library.custom_op("dsc::moe_route", mutates_args=())
 def moe_route(router_logits: Tensor, e_score_correction_bias: Optional[Tensor], top_k: int, n_group: int = 1,
               topk_group: int = 1, topk_method: str = "greedy", scoring_func: str = "softmax",
-              norm_topk_prob: bool = False, routed_scaling_factor: float = 1.0) -> tuple[Tensor, Tensor]:
+              norm_topk_prob: bool = False, routed_scaling_factor: float = 1.0,
+              backend: str = "triton") -> tuple[Tensor, Tensor]:
     """DeepSeek's MoE gate on router_logits [N, E] float32 (x @ gate.weightᵀ in float32):
     scores (softmax or sigmoid), top-k selection (greedy, group-limited, or noaux_tc with
     e_score_correction_bias [E] used for selection only), weights from the unbiased
     scores, renormalised when norm_topk_prob and top_k > 1, times routed_scaling_factor.
 
     Returns (topk_ids [N, top_k] int64, topk_weights [N, top_k] float32), in one fused
-    kernel.
+    kernel of `backend` ("triton" or "tvm").
     """
     _moe_route_checks(router_logits, e_score_correction_bias, top_k, n_group, topk_group, topk_method,
                       scoring_func)
+    kernels = _kernels("moe_route", backend)
     from dsc.codegen.router_spec import RouterSpec
-    from dsc.codegen.triton.router import route
 
     spec = RouterSpec(func=scoring_func, method=topk_method, top_k=top_k, n_group=n_group, topk_group=topk_group,
                       normalize=norm_topk_prob and top_k > 1, eps=1e-20, scale=routed_scaling_factor, extra=0,
                       extra_start=0, extra_w=0.0)
-    return route(router_logits, e_score_correction_bias, spec)
+    return kernels.route(router_logits, e_score_correction_bias, spec)
 
 
 @moe_route.register_fake
 def _(router_logits, e_score_correction_bias, top_k, n_group=1, topk_group=1, topk_method="greedy",
-      scoring_func="softmax", norm_topk_prob=False, routed_scaling_factor=1.0):
+      scoring_func="softmax", norm_topk_prob=False, routed_scaling_factor=1.0, backend="triton"):
     _moe_route_checks(router_logits, e_score_correction_bias, top_k, n_group, topk_group, topk_method,
                       scoring_func)
     N = router_logits.shape[0]
@@ -250,7 +262,7 @@ def _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale,
 @torch.library.custom_op("dsc::fused_moe", mutates_args=())
 def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: Tensor, topk_ids: Tensor,
               w13_scale: Optional[Tensor] = None, w2_scale: Optional[Tensor] = None, block_size: int = 128,
-              act_quant: bool = True, validate: bool = True) -> Tensor:
+              act_quant: bool = True, validate: bool = True, backend: str = "triton") -> Tensor:
     """The routed experts of a DeepSeekMoE layer (vLLM's fused_experts contract):
     sum over k of topk_weights[:, k] * down(silu(gate(x)) * up(x)) for expert
     topk_ids[:, k].
@@ -263,22 +275,23 @@ def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: Tens
     tensor cores on sm_89+; off for weight-only FP8 on A100). Returns [M, H] in
     hidden_states' dtype. Tokens are sorted by expert, run as grouped GEMMs with SiLU*up
     fused, and combined in a fixed order (deterministic). validate checks on the host that
-    every id names an expert (expert-parallel -1 ids are not supported).
+    every id names an expert (expert-parallel -1 ids are not supported). backend: whose
+    kernels run it, "triton" (the default) or "tvm" (llvm on a CPU).
     """
     _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, block_size)
     if validate:
         _check_range("fused_moe", "topk_ids", topk_ids, 0, w13.shape[0] - 1, "expert indices")
+    kernels = _kernels("fused_moe", backend)
     from dsc.codegen.lowering import routed_experts
-    from dsc.codegen.triton.lower import KERNELS
 
-    return routed_experts(KERNELS, hidden_states, topk_ids.to(torch.int64), topk_weights, w13, w2, EXPERT_BLOCK,
+    return routed_experts(kernels, hidden_states, topk_ids.to(torch.int64), topk_weights, w13, w2, EXPERT_BLOCK,
                           w13_scale=w13_scale, w2_scale=w2_scale, act_quant=act_quant and w13_scale is not None,
                           scale_block=block_size)
 
 
 @fused_moe.register_fake
 def _(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale=None, w2_scale=None, block_size=128,
-      act_quant=True, validate=True):
+      act_quant=True, validate=True, backend="triton"):
     _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, block_size)
     return torch.empty_like(hidden_states)
 

@@ -34,6 +34,7 @@ class Sources:
 @dataclass(frozen=True)
 class Backend:
     name: str
+    kernels: object  # its kernels behind dsc.codegen.lowering's calling convention (a Kernels)
     kinds: frozenset[str]  # the group kinds it has kernels for (dsc.codegen.schedule)
     lower: Callable[[Group], Callable]  # group -> launcher (dsc.codegen.lowering's convention)
     # (layer, graph) pairs and a target -> the sources `dsc compile` writes

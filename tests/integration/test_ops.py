@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import dsc.ops as ops
+from dsc import Config
 from dsc.eager.moe import _gate, gate_from_logits
 from dsc.errors import InputError
 from strategies import SOME, LAYOUTS, as_layout, configs, layouts, poison, poisoned_rows, seeds
@@ -360,3 +361,53 @@ def test_moe_and_fp8_ops_name_bad_arguments():
     for call, message in cases:
         with pytest.raises(InputError, match=message):
             call()
+
+
+# -- the same ops on the tvm backend (through the lowering's kernel convention) ------------------
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_fused_moe_on_tvm_matches_a_loop_over_experts_and_triton(layout):
+    pytest.importorskip("tvm")
+    x, w13, w2, w, ids = moe_case(_gen(5), tokens=9, experts=6, top_k=2)
+    x, w13, w2 = (as_layout(t, layout) for t in (x, w13, w2))
+    out = ops.fused_moe(x, w13, w2, w, ids, backend="tvm")
+    assert_close(out, plain_experts(x, w13, w2, w, ids), F32_TOL, "fused_moe on tvm")
+    assert_close(out, ops.fused_moe(x, w13, w2, w, ids), F32_TOL, "fused_moe tvm vs triton")
+
+
+def test_fused_moe_fp8_on_tvm_matches_dequantized_experts():
+    pytest.importorskip("tvm")
+    x, w13, w2, w, ids = moe_case(_gen(4), tokens=7)
+    w13q, s13 = ops.fp8_quant(w13, 16, 16)
+    w2q, s2 = ops.fp8_quant(w2, 16, 16)
+    ref = plain_experts(x, dequant(w13q, s13, 16, 16), dequant(w2q, s2, 16, 16), w, ids)
+    out = ops.fused_moe(x, w13q, w2q, w, ids, s13, s2, 16, act_quant=False, backend="tvm")
+    assert_close(out, ref, 1e-4, "weight-only fp8 fused_moe on tvm")
+
+
+@pytest.mark.parametrize("name", ["tiny-v2", "tiny-v3"])
+def test_moe_route_on_tvm_matches_deepseeks_gate(name):
+    pytest.importorskip("tvm")
+    cfg = Config.preset(name)
+    g = _gen(3)
+    x = torch.randn(6, cfg.hidden_size, generator=g)
+    w = {"gate.weight": torch.randn(cfg.n_routed_experts, cfg.hidden_size, generator=g)}
+    bias = None
+    if cfg.topk_method == "noaux_tc":
+        bias = w["gate.e_score_correction_bias"] = torch.randn(cfg.n_routed_experts, generator=g) * 0.1
+    ref_ids, ref_w = _gate(cfg, w, x)
+    ids, weights = ops.moe_route(x @ w["gate.weight"].T, bias, cfg.num_experts_per_tok, cfg.n_group,
+                                 cfg.topk_group, cfg.topk_method, cfg.scoring_func, cfg.norm_topk_prob,
+                                 cfg.routed_scaling_factor, backend="tvm")
+    assert ids.dtype == torch.int64 and weights.dtype == torch.float32
+    order, ref_order = ids.argsort(-1), ref_ids.argsort(-1)
+    assert torch.equal(ids.gather(1, order), ref_ids.gather(1, ref_order))
+    assert_close(weights.gather(1, order), ref_w.gather(1, ref_order), F32_TOL, "routing weights on tvm")
+
+
+def test_ops_name_an_unknown_backend():
+    x, w13, w2, w, ids = moe_case(_gen(1))
+    with pytest.raises(InputError, match="dsc.ops.fused_moe: backend must be one of triton, tvm, got 'cuda'"):
+        ops.fused_moe(x, w13, w2, w, ids, backend="cuda")
+    with pytest.raises(InputError, match="dsc.ops.moe_route: backend must be one of triton, tvm, got 'cuda'"):
+        ops.moe_route(torch.randn(5, 8), None, 2, backend="cuda")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dsc.codegen.backend import Backend, Sources
 from dsc.codegen.schedule import schedule
-from dsc.codegen.triton.lower import KINDS, compile_jobs, lower
+from dsc.codegen.triton.lower import KERNELS, KINDS, compile_jobs, lower
 
 
 def emit(layers, target: str) -> Sources:
@@ -25,4 +25,4 @@ def emit(layers, target: str) -> Sources:
     return Sources(files, {"kernels": kernels}, f"{len(kernels)} kernel launches, {len(files)} sources")
 
 
-BACKEND = Backend("triton", KINDS, lower, emit)
+BACKEND = Backend("triton", KERNELS, KINDS, lower, emit)
