@@ -56,9 +56,15 @@ def register_pass(name: str, after: Sequence[str] = (), exact: bool = True) -> C
     return deco
 
 
+_PASSES_LOADED = False
+
+
 def _load_passes() -> None:
     """Import every module of dsc/passes: a pass registers itself where it is defined, so a
     new pass is one new file."""
+    global _PASSES_LOADED
+    if _PASSES_LOADED:  # resolve_pipeline runs at every module construction: scan the package once
+        return
     import importlib
     import pkgutil
 
@@ -66,6 +72,7 @@ def _load_passes() -> None:
 
     for module in pkgutil.iter_modules(dsc.passes.__path__):
         importlib.import_module(f"dsc.passes.{module.name}")
+    _PASSES_LOADED = True
 
 
 def all_passes() -> dict[str, Pass]:

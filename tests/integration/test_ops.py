@@ -148,9 +148,7 @@ def test_mla_prefill_matches_plain_attention(seed, batch, tokens, heads, hk, dty
     assert_close(lse, ref_lse, 1e-5 if dtype == torch.float32 else 1e-3, "mla_prefill lse")
 
 
-@SOME
-@given(cfg=configs(), seed=seeds, tokens=st.integers(1, 9))
-def test_moe_route_matches_deepseeks_gate(cfg, seed, tokens):
+def check_route_against_deepseeks_gate(cfg, seed, tokens, backend="triton"):
     g = _gen(seed)
     x = torch.randn(tokens, cfg.hidden_size, generator=g)
     w = {"gate.weight": torch.randn(cfg.n_routed_experts, cfg.hidden_size, generator=g)}
@@ -160,11 +158,17 @@ def test_moe_route_matches_deepseeks_gate(cfg, seed, tokens):
     ref_ids, ref_w = _gate(cfg, w, x)
     ids, weights = ops.moe_route(x @ w["gate.weight"].T, bias, cfg.num_experts_per_tok, cfg.n_group,
                                  cfg.topk_group, cfg.topk_method, cfg.scoring_func, cfg.norm_topk_prob,
-                                 cfg.routed_scaling_factor)
+                                 cfg.routed_scaling_factor, backend=backend)
     assert ids.dtype == torch.int64 and weights.dtype == torch.float32
     order, ref_order = ids.argsort(-1), ref_ids.argsort(-1)
     assert torch.equal(ids.gather(1, order), ref_ids.gather(1, ref_order))
-    assert_close(weights.gather(1, order), ref_w.gather(1, ref_order), F32_TOL, "routing weights")
+    assert_close(weights.gather(1, order), ref_w.gather(1, ref_order), F32_TOL, f"routing weights on {backend}")
+
+
+@SOME
+@given(cfg=configs(), seed=seeds, tokens=st.integers(1, 9))
+def test_moe_route_matches_deepseeks_gate(cfg, seed, tokens):
+    check_route_against_deepseeks_gate(cfg, seed, tokens)
 
 
 @SOME
@@ -388,21 +392,7 @@ def test_fused_moe_fp8_on_tvm_matches_dequantized_experts():
 @pytest.mark.parametrize("name", ["tiny-v2", "tiny-v3"])
 def test_moe_route_on_tvm_matches_deepseeks_gate(name):
     pytest.importorskip("tvm")
-    cfg = Config.preset(name)
-    g = _gen(3)
-    x = torch.randn(6, cfg.hidden_size, generator=g)
-    w = {"gate.weight": torch.randn(cfg.n_routed_experts, cfg.hidden_size, generator=g)}
-    bias = None
-    if cfg.topk_method == "noaux_tc":
-        bias = w["gate.e_score_correction_bias"] = torch.randn(cfg.n_routed_experts, generator=g) * 0.1
-    ref_ids, ref_w = _gate(cfg, w, x)
-    ids, weights = ops.moe_route(x @ w["gate.weight"].T, bias, cfg.num_experts_per_tok, cfg.n_group,
-                                 cfg.topk_group, cfg.topk_method, cfg.scoring_func, cfg.norm_topk_prob,
-                                 cfg.routed_scaling_factor, backend="tvm")
-    assert ids.dtype == torch.int64 and weights.dtype == torch.float32
-    order, ref_order = ids.argsort(-1), ref_ids.argsort(-1)
-    assert torch.equal(ids.gather(1, order), ref_ids.gather(1, ref_order))
-    assert_close(weights.gather(1, order), ref_w.gather(1, ref_order), F32_TOL, "routing weights on tvm")
+    check_route_against_deepseeks_gate(Config.preset(name), seed=3, tokens=6, backend="tvm")
 
 
 def test_ops_name_an_unknown_backend():
