@@ -28,7 +28,8 @@ E4M3 = torch.float8_e4m3fn
 
 
 def _kernels(op: str, backend: str):
-    """The kernels of a registered codegen backend, behind the lowering's calling convention."""
+    """The kernels of a registered codegen backend, by the names the group kinds call them
+    (dsc/codegen/groups/)."""
     from dsc.codegen.backend import CODEGEN_BACKENDS, get_backend
 
     if backend not in CODEGEN_BACKENDS:
@@ -282,7 +283,7 @@ def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: Tens
     if validate:
         _check_range("fused_moe", "topk_ids", topk_ids, 0, w13.shape[0] - 1, "expert indices")
     kernels = _kernels("fused_moe", backend)
-    from dsc.codegen.lowering import routed_experts
+    from dsc.codegen.groups.moe import routed_experts
 
     return routed_experts(kernels, hidden_states, topk_ids.to(torch.int64), topk_weights, w13, w2, EXPERT_BLOCK,
                           w13_scale=w13_scale, w2_scale=w2_scale, act_quant=act_quant and w13_scale is not None,

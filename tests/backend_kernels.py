@@ -1,11 +1,8 @@
-"""The compiled backends' kernels behind one calling convention (dsc.codegen.lowering's),
-for tests that hold both to the same reference."""
+"""The compiled backends' kernels by the names the group kinds call them
+(dsc/codegen/groups/), for tests that hold both to the same reference."""
 
 
 def backend_kernels(backend: str):
-    if backend == "triton":
-        import dsc.codegen.triton  # noqa: F401  (before triton: enables its interpreter without CUDA)
-        from dsc.codegen.triton.lower import KERNELS
-    else:
-        from dsc.codegen.tvm.lower import KERNELS
-    return KERNELS
+    from dsc.codegen.backend import get_backend
+
+    return get_backend(backend).kernels

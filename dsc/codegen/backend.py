@@ -1,5 +1,5 @@
 """The codegen backends, registered in one table: each backend's own package defines a
-`Backend` (its group kinds, its lowering, its ahead-of-time sources); the executor,
+`Backend` (its kernels, registered by its kernel files, and its ahead-of-time sources); the executor,
 `dsc.nn` and every CLI command find it here by name. Backends load lazily (importing
 triton or TVM costs seconds), so the names are known before any is imported.
 
@@ -13,6 +13,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from dsc.codegen.kernel_set import KernelSet
+from dsc.codegen.lowering import lower
 from dsc.codegen.schedule import Group
 from dsc.errors import ConfigError
 from dsc.ir.graph import Graph
@@ -34,13 +36,20 @@ class Sources:
 @dataclass(frozen=True)
 class Backend:
     name: str
-    kernels: object  # its kernels behind dsc.codegen.lowering's calling convention (a Kernels)
-    kinds: frozenset[str]  # the group kinds it has kernels for (dsc.codegen.schedule)
-    lower: Callable[[Group], Callable]  # group -> launcher (dsc.codegen.lowering's convention)
+    kernels: KernelSet  # its kernels, registered by its kernel files (dsc.codegen.kernel_set)
     # (layer, graph) pairs and a target -> the sources `dsc compile` writes
     emit: Callable[[Iterable[tuple[str, Graph]], str], Sources]
     # raises a dsc error naming the missing library; runs before the first launcher is built
     prepare: Callable[[], None] = lambda: None
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The group kinds it has kernels for (dsc.codegen.schedule)."""
+        return self.kernels.kinds
+
+    def lower(self, group: Group) -> Callable:
+        """group -> launcher (dsc.codegen.lowering's convention)."""
+        return lower(group, self.kernels)
 
 
 def get_backend(name: str) -> Backend:

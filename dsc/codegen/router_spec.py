@@ -4,9 +4,12 @@ backend's router kernel (see dsc.codegen.schedule for the group)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from dsc.codegen.schedule import Group
 from dsc.errors import DscError
+
+if TYPE_CHECKING:  # the schedule collects the group kinds, this among their launchers' helpers
+    from dsc.codegen.schedule import Group
 
 
 @dataclass(frozen=True)

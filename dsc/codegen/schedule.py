@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dsc.codegen.kinds import GROUP_KINDS
+from dsc.codegen.kinds import GROUP_KINDS, KIND_OF_OP
 from dsc.errors import DscError
 from dsc.ir.graph import Graph
 from dsc.ir.node import Node
@@ -33,8 +33,6 @@ from dsc.ir.opdef import OPS
 
 VIEW_OPS = frozenset({"reshape", "slice", "expand", "permute"})
 ROW_OPS = frozenset(name for name, opdef in OPS.items() if opdef.row_wise)  # declared by each op (OpDef.row_wise)
-GEMM_OPS = frozenset({"linear", "einsum"})
-MOE_OPS = frozenset({"moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine", "moe_experts"})
 
 
 @dataclass(eq=False)
@@ -53,7 +51,7 @@ class Group:
 
     def __post_init__(self):
         if self.kind not in GROUP_KINDS:
-            raise DscError(f"group kind {self.kind!r} is not declared in dsc/codegen/kinds.py")
+            raise DscError(f"group kind {self.kind!r} is not declared in dsc/codegen/groups/")
 
     @property
     def outputs(self) -> tuple[Node, ...]:
@@ -178,12 +176,8 @@ def schedule(g: Graph, supported: frozenset[str] | None = None) -> list[Group]:
                 groups.append(Group("paged_attention", n, fused, (q, *gather.srcs, lens)))
             else:
                 groups.append(Group("attention", n, (n,), n.srcs))
-        elif n.op in GEMM_OPS:
-            groups.append(Group("gemm", n, (n,), n.srcs))
-        elif n.op == "fp8_linear":
-            groups.append(Group("fp8_gemm", n, (n,), n.srcs))
-        elif n.op in MOE_OPS:
-            groups.append(Group(n.op, n, (n,), n.srcs))
+        elif n.op in KIND_OF_OP:  # a one-node group, as its kind declares (dsc/codegen/groups/)
+            groups.append(Group(KIND_OF_OP[n.op], n, (n,), n.srcs))
         else:
             raise DscError(f"no kernel group covers op {n.op!r} (in graph {g.name}) yet")
     if supported is not None:

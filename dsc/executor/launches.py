@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.triton.build import recorded_launches
-from dsc.codegen.triton.lower import KINDS, ON_GPU, compile_jobs, lower
+from dsc.codegen.triton.backend import BACKEND, compile_jobs
 from dsc.errors import DscError
 from dsc.executor.executor import Executor
 from dsc.ir.interpreter import concrete
@@ -17,7 +17,7 @@ from dsc.ir.types import sym, to_torch
 def launch_jobs(graph, env: dict) -> list[tuple]:
     """(spec, signature, constexprs, options) of every kernel a call of graph at the sizes env
     (symbol or its name -> int) launches, options holding the arguments that call passes
-    ("args" and "kwargs" of compile_all) and constexprs the GPU's choices (ON_GPU):
+    ("args" and "kwargs" of compile_all) and constexprs the GPU's choices (each KernelSpec's gpu):
     the call runs with its kernel launches recorded, not run, on placeholder tensors of
     those sizes (int inputs zero: valid page, length and expert ids), so strides, views
     and workspace offsets are the real ones. What the sm_80/sm_90 compile check compiles,
@@ -42,10 +42,10 @@ def launch_jobs(graph, env: dict) -> list[tuple]:
             raise DscError(f"group {grp.kind}: compile_jobs lists {[job[0].name for job in found]}, the launch ran "
                            f"{[spec.name for spec, _, _ in made]}")
         for (spec, sig, const), (_, args, kwargs) in zip(found, made):
-            gpu = {k: v for k, v in const.items() if k in ON_GPU.get(spec.name, ())}
+            gpu = {k: v for k, v in const.items() if k in spec.gpu}
             jobs.append((spec, sig, gpu, {"args": list(args), "kwargs": kwargs}))
         return out
 
     with recorded_launches() as launches:
-        Executor(graph, lower, KINDS)(inputs, params, hook=hook)
+        Executor(graph, BACKEND.lower, BACKEND.kinds)(inputs, params, hook=hook)
     return jobs

@@ -1,4 +1,4 @@
-"""The triton backend's registration (dsc.codegen.backend): its lowering, and the
+"""The triton backend's registration (dsc.codegen.backend): its kernels, and the
 sources `dsc compile --backend triton` writes (each kernel once, with a manifest of every
 launch's signature and GPU constexprs)."""
 
@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from dsc.codegen.backend import Backend, Sources
 from dsc.codegen.schedule import schedule
-from dsc.codegen.triton.lower import KERNELS, KINDS, compile_jobs, lower
+from dsc.codegen.triton.kernels import KERNELS
+
+
+def compile_jobs(group) -> list[tuple]:
+    """(spec, signature, constexprs) of every kernel a group launches, at GPU tile
+    sizes: what the sm_80/sm_90 compile check and `dsc compile`'s manifest use."""
+    return KERNELS.listing(group)
 
 
 def emit(layers, target: str) -> Sources:
@@ -25,4 +31,4 @@ def emit(layers, target: str) -> Sources:
     return Sources(files, {"kernels": kernels}, f"{len(kernels)} kernel launches, {len(files)} sources")
 
 
-BACKEND = Backend("triton", KERNELS, KINDS, lower, emit)
+BACKEND = Backend("triton", KERNELS, emit)

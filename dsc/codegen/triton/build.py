@@ -29,6 +29,15 @@ class KernelSpec:
     name: str  # the @triton.jit function in the source
     source: str
     grid: str = ""  # the launch grid rule, for the manifest
+    # constexprs the launcher picks by device (tiles, splits, float32 dots for the interpreter): the
+    # compile check (dsc/executor/launches.py) takes these from the listing, at GPU values, and every
+    # other argument from the recorded launch
+    gpu: tuple[str, ...] = ()
+
+
+# IR dtype -> Triton's signature type
+TRITON_TYPES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i32": "i32", "i64": "i64", "u8": "u8",
+                "f8e4m3": "fp8e4nv", "f8e5m2": "fp8e5"}
 
 
 # Prepended to kernel sources that store float results. A float32 -> bf16 conversion

@@ -13,7 +13,8 @@ import math
 
 import torch
 
-from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.kernels import KERNELS
 
 SOURCE = '''
 import triton
@@ -69,7 +70,7 @@ def flash_attention(q_ptr, sqb, sqt, sqh, k_ptr, skb, sks, skh, v_ptr, svb, svs,
     tl.store(lse_ptr + (b * H + h) * T + t, tl.where(lse == float("-inf"), float("inf"), lse), mask=t_ok)
 '''
 
-SPEC = KernelSpec("flash_attention", with_helpers(SOURCE), "(cdiv(T, BLOCK_M), B * H)")
+SPEC = KernelSpec("flash_attention", with_helpers(SOURCE), "(cdiv(T, BLOCK_M), B * H)", gpu=("DOT_F32",))
 BLOCK_N = 32
 
 
@@ -105,3 +106,13 @@ def signature(dtype: str, tokens: int = 128) -> list[tuple]:
     const = {"DK": 192, "DV": 128, "BLOCK_M": max(16, min(64, next_pow2(tokens))), "BLOCK_N": BLOCK_N,
              "BLOCK_DK": 256, "BLOCK_DV": 128, "DOT_F32": dtype == "fp32"}
     return [(SPEC, {**sig, **{k: "constexpr" for k in const}}, const)]
+
+
+@KERNELS.provides("attention")
+def _attention(q, k, v, lengths, scale, out=None):
+    return flash_attention(q, k, v, lengths, scale, len_offset=q.shape[1], out=out)[0]
+
+
+@KERNELS.lists("attention")
+def _jobs(group) -> list[tuple]:
+    return signature(TRITON_TYPES[group.root.dtype.name])

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.kernels import KERNELS
 from dsc.runtime.search_space import Space
 
 SOURCE = '''
@@ -48,7 +49,8 @@ def fp8_gemm(a_ptr, sam, w_ptr, s_ptr, c_ptr, M, N, K, KB,
              mask=m_ok[:, None] & n_ok[None, :])
 '''
 
-SPEC = KernelSpec("fp8_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))")
+SPEC = KernelSpec("fp8_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))",
+                  gpu=("BLOCK_M", "BLOCK_N", "DOT_F32"))
 
 
 def default_config(shape, device: torch.device) -> dict:
@@ -74,6 +76,7 @@ TUNING = Space("triton.fp8_gemm", {"BLOCK_M": (16, 32, 64, 128), "BLOCK_N": (32,
                bucketed=("M",), default=default_config, fits=fits)
 
 
+@KERNELS.provides
 def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant: bool, block: int,
                out: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] (any float dtype) @ dequant(wq [N, K] e4m3, ws [ceil(N/b), ceil(K/b)])ᵀ -> x's dtype."""
@@ -105,3 +108,9 @@ def signature(dtype: str, act_quant: bool, block: int = 128) -> list[tuple]:
     const = {"ACT_QUANT": act_quant, "DOT_F32": dtype == "fp32" and not act_quant, "BLOCK_M": 64,
              "BLOCK_N": 128, "BLOCK_K": block}
     return [(SPEC, {**sig, **{k: "constexpr" for k in const}}, const)]
+
+
+@KERNELS.lists("fp8_gemm")
+def _jobs(group) -> list[tuple]:
+    n = group.root
+    return signature(TRITON_TYPES[n.dtype.name], n.attrs["act_quant"], n.attrs["block"])

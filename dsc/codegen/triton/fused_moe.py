@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.kernels import KERNELS
+from dsc.ir.ops.grouped import EXPERT_BLOCK
 from dsc.runtime.search_space import Space
 
 SOURCE = '''
@@ -128,12 +130,14 @@ def moe_combine(y_ptr, inv_ptr, out_ptr, H, TOPK: tl.constexpr, BLOCK_H: tl.cons
 '''
 
 ALIGN = KernelSpec("moe_align", with_helpers(SOURCE), "(1,)")
-GEMM = KernelSpec("grouped_gemm", with_helpers(SOURCE), "(cdiv(ROWS, BLOCK_M), cdiv(N, BLOCK_N))")
+GEMM = KernelSpec("grouped_gemm", with_helpers(SOURCE), "(cdiv(ROWS, BLOCK_M), cdiv(N, BLOCK_N))",
+                  gpu=("BLOCK_N", "BLOCK_K", "DOT_F32"))
 INVERSE = KernelSpec("moe_inverse", with_helpers(SOURCE), "(cdiv(ROWS, BLOCK),)")
 COMBINE = KernelSpec("moe_combine", with_helpers(SOURCE), "(N tokens, cdiv(H, BLOCK_H))")
 ALIGN_CHUNK = 128
 
 
+@KERNELS.provides
 def align(ids: torch.Tensor, experts: int, block: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """ids [N, K] -> sorted slots [N*K + experts*(block-1)] int32 (sentinel N*K)."""
     nk = ids.numel()
@@ -211,6 +215,7 @@ TUNING = Space("triton.grouped_gemm", {"BLOCK_N": (32, 64, 128, 256), "BLOCK_K":
                bucketed=("M",), default=default_config, fits=fits, fixed=_fixed)
 
 
+@KERNELS.provides
 def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtype: torch.dtype,
             out: torch.Tensor | None = None) -> torch.Tensor:
     """Sum each token's K rows of y [rows, H] (sorted layout) into [N, H] in `dtype`."""
@@ -247,3 +252,34 @@ def signature(dtype: str, experts: int = 257, topk: int = 9, block: int = 16, fp
     comb = job(COMBINE, {"y_ptr": "*fp32", "inv_ptr": "*i32", "out_ptr": f"*{dtype}", "H": "i32"},
                {"TOPK": topk, "BLOCK_H": 1024})
     return [align_job, up, down, inverse, comb]
+
+
+@KERNELS.provides("grouped_gemm")
+def _grouped_gemm(a, slots, ids, w, route, *, gather, swiglu, block, scales=None, act_quant=False, scale_block=128,
+                  out=None):
+    """The group kinds' convention (one weight, gate rows then up rows under swiglu) on
+    this kernel's two weight views."""
+    half = w.shape[1] // 2 if swiglu else 0
+    gate, up = (w[:, :half], w[:, half:]) if half else (w, None)
+    return grouped_gemm(a, slots, ids, gate, up, route, gather=gather, block=block, scales=scales, up_offset=half,
+                        act_quant=act_quant, scale_block=scale_block, out=out)
+
+
+@KERNELS.lists("moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine", "moe_experts")
+def _jobs(group) -> list[tuple]:
+    """The fused-MoE kernels (align, the two grouped GEMM variants, the combine's two) a group uses."""
+    kind, n = group.kind, group.root
+    if kind == "moe_experts":
+        ids, gate = n.srcs[1], n.srcs[3]
+        experts, block, act = gate.shape[0], EXPERT_BLOCK, n.dtype.name
+    else:
+        align_node = n if kind == "moe_align" else n.srcs[1]
+        ids, experts, block = align_node.srcs[0], align_node.attrs["experts"], align_node.attrs["block"]
+        act = n.srcs[0].dtype.name if kind.startswith("grouped_gemm") else n.dtype.name
+    fp8 = kind == "grouped_gemm_fp8"
+    jobs = signature(TRITON_TYPES[act] if act in TRITON_TYPES else "fp32", experts, ids.shape[1], block, fp8=fp8,
+                     act_quant=fp8 and n.attrs["act_quant"])
+    variant = [1] if n.attrs.get("swiglu") else [2]  # gate+up with SiLU, or down with routing weights
+    pick = {"moe_align": [0], "grouped_gemm": variant, "grouped_gemm_fp8": variant, "moe_combine": [3, 4],
+            "moe_experts": [0, 1, 2, 3, 4]}
+    return [jobs[i] for i in pick[kind]]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen import contraction
-from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.kernels import KERNELS
 from dsc.runtime.search_space import Space
 
 SOURCE = '''
@@ -53,7 +54,8 @@ def batched_gemm(a_ptr, sab, sam, sak, b_ptr, sbb, sbk, sbn, c_ptr, scb, scm, sc
     tl.store(c, to_out(acc, c_ptr.dtype.element_ty), mask=(rm[:, None] < M) & (rn[None, :] < N))
 '''
 
-SPEC = KernelSpec("batched_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), batch)")
+SPEC = KernelSpec("batched_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), batch)",
+                  gpu=("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "DOT_F32"))
 
 
 def default_config(shape, device: torch.device) -> dict:
@@ -98,11 +100,13 @@ def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, config: dict | N
     return c
 
 
+@KERNELS.provides
 def linear(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] @ w[N, K]ᵀ (into out, a contiguous [..., N], when given)."""
     return contraction.linear(x, w, bmm_into, out)
 
 
+@KERNELS.provides
 def einsum(spec: str, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     return contraction.einsum(spec, x, y, bmm_into, out)
 
@@ -114,3 +118,8 @@ def signature(dtype: str) -> list[tuple]:
     const = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8, "DOT_F32": dtype == "fp32"}
     order = ["a_ptr", "sab", "sam", "sak", "b_ptr", "sbb", "sbk", "sbn", "c_ptr", "scb", "scm", "scn", "M", "N", "K"]
     return [(SPEC, {**{k: sig[k] for k in order}, **{k: "constexpr" for k in const}}, const)]
+
+
+@KERNELS.lists("gemm")
+def _jobs(group) -> list[tuple]:
+    return signature(TRITON_TYPES[group.root.dtype.name])

@@ -23,7 +23,8 @@ import math
 
 import torch
 
-from dsc.codegen.triton.build import KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.kernels import KERNELS
 from dsc.runtime.search_space import Space
 
 SOURCE = '''
@@ -120,8 +121,9 @@ def paged_mla_combine(mid_o_ptr, mid_lse_ptr, out_ptr, lse_ptr, T, H,
                                                          float("inf")))
 '''
 
-SPLIT = KernelSpec("paged_mla_split", with_helpers(SOURCE), "(B, cdiv(T * H, BLOCK_M), SPLITS)")
-COMBINE = KernelSpec("paged_mla_combine", with_helpers(SOURCE), "(B * T * H,)")
+SPLIT = KernelSpec("paged_mla_split", with_helpers(SOURCE), "(B, cdiv(T * H, BLOCK_M), SPLITS)",
+                   gpu=("SPLITS", "DOT_F32"))
+COMBINE = KernelSpec("paged_mla_combine", with_helpers(SOURCE), "(B * T * H,)", gpu=("SPLITS", "BLOCK_S"))
 
 BLOCK_N = 16  # cache positions per inner step; pages of 16/64 hold whole steps, page 1 is gathered per row
 
@@ -230,3 +232,18 @@ def signature(dtype: str, heads: int = 128, tokens: int = 1, page: int = 64, spl
     comb_const = {"DV": 512, "SPLITS": splits, "BLOCK_S": next_pow2(splits), "BLOCK_DV": 512}
     return [(SPLIT, {**split_sig, **{k: "constexpr" for k in split_const}}, split_const),
             (COMBINE, {**comb_sig, **{k: "constexpr" for k in comb_const}}, comb_const)]
+
+
+@KERNELS.provides("paged_attention")
+def _paged_attention(q, cache, table, lengths, scale, v_dim, len_offset, out=None, fp8_group=None):
+    return paged_mla_attention(q, cache, table, lengths, scale, v_dim, len_offset=len_offset, out=out,
+                               fp8_group=fp8_group)[0]
+
+
+@KERNELS.lists("paged_attention")
+def _jobs(group) -> list[tuple]:
+    q, cache = group.inputs[:2]
+    heads = q.shape[2] if isinstance(q.shape[2], int) else 128
+    unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
+    return signature(TRITON_TYPES[group.root.dtype.name], heads=heads, page=cache.shape[1],
+                     fp8_group=unpack.attrs["group"] if unpack else None, row_bytes=cache.shape[2])

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.router_spec import RouterSpec
+from dsc.codegen.router_spec import RouterSpec, router_spec
 from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2
+from dsc.codegen.triton.kernels import KERNELS
 
 SOURCE = '''
 import triton
@@ -88,6 +89,7 @@ SPEC = KernelSpec("moe_router", SOURCE, "(cdiv(N, BLOCK_T),)")
 METHODS = {"greedy": 0, "group_limited_greedy": 1, "noaux_tc": 2}
 
 
+@KERNELS.provides
 def route(logits: torch.Tensor, bias: torch.Tensor | None, spec: RouterSpec,
           out: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [N, E] float32 -> (ids [N, K + extra] int64, weights [N, K + extra] float32),
@@ -121,3 +123,8 @@ def signature(spec: RouterSpec, experts: int, has_bias: bool) -> list[tuple]:
            "eps": "fp32", "scale": "fp32", "extra_w": "fp32"}
     const = constexprs(spec, experts, has_bias, max(1, min(16, 4096 // next_pow2(experts))))
     return [(SPEC, {**sig, **{k: "constexpr" for k in const}}, const)]
+
+
+@KERNELS.lists("router")
+def _jobs(group) -> list[tuple]:
+    return signature(router_spec(group), group.inputs[0].shape[-1], len(group.inputs) > 1)

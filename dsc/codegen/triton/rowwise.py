@@ -23,7 +23,9 @@ import torch
 from dsc.codegen.paged import check_pages_hold
 from dsc.codegen.row_emitter import RowEmitter
 from dsc.codegen.schedule import Group
-from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.codegen.kinds import ROW_KINDS
+from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.kernels import KERNELS
 from dsc.errors import DscError
 from dsc.ir.interpreter import concrete
 from dsc.ir.node import Node
@@ -31,8 +33,6 @@ from dsc.ir.ops.rope import rope_tables
 from dsc.ir.types import to_torch
 
 _TL = {"f32": "tl.float32", "bf16": "tl.bfloat16", "f16": "tl.float16"}
-TRITON_TYPES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16", "i32": "i32", "i64": "i64", "u8": "u8",
-                "f8e4m3": "fp8e4nv", "f8e5m2": "fp8e5"}
 
 
 class _Emitter(RowEmitter):
@@ -338,3 +338,13 @@ class RowKernel:
             load_kernel(self.spec, device)[(-(-n_rows // br),)](*args, BLOCK_R=br, BLOCK_W=bw)
         return out
 
+
+@KERNELS.provides("rows")
+def _rows(group: Group) -> "RowKernel":
+    return generate(group)[1]
+
+
+@KERNELS.lists(*ROW_KINDS)
+def _jobs(group: Group) -> list[tuple]:
+    spec, kernel = generate(group)
+    return [(spec, *kernel.signature())]

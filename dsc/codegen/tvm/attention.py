@@ -18,8 +18,9 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.tvm import fp8
-from dsc.codegen.tvm.build import KernelDef, compiled, deliver, output_buffer, require_tvm, store_as
+from dsc.codegen.tvm.build import KernelDef, compiled, deliver, output_buffer, require_tvm, store_as, tvm_dtype
 from dsc.codegen.tvm.gemm import TVM_OF_TORCH
+from dsc.codegen.tvm.kernels import KERNELS
 
 def _softmax_stages(te, tir, q, key, value, total, shape, s_len, dk: int, dv: int, scale: float, dt: str):
     """out [B, T, H, dv] and lse [B, H, T] stages; key(b, s, h, d) and value(b, s, h, d)
@@ -153,3 +154,31 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.
     if result.numel():
         fn(q.contiguous(), k.contiguous(), v.contiguous(), total, result, lse)
     return deliver(result, out), lse
+
+
+@KERNELS.provides("attention")
+def _attention(q, k, v, lengths, scale, out=None):
+    return attention(q, k, v, lengths, scale, out=out)[0]
+
+
+@KERNELS.provides("paged_attention")
+def _paged_attention(q, cache, table, lengths, scale, v_dim, len_offset, out=None, fp8_group=None):
+    return paged_mla_attention(q, cache, table, lengths, scale, v_dim, len_offset=len_offset, out=out,
+                               fp8_group=fp8_group)[0]
+
+
+@KERNELS.lists("attention")
+def _dense_defs(group, d) -> list:
+    n = group.root
+    q, k, v, _ = n.srcs
+    return [d(define_dense, tvm_dtype(q), q.shape[3], v.shape[3], k.shape[2] == 1 and q.shape[2] != 1,
+              float(n.attrs["scale"]))]
+
+
+@KERNELS.lists("paged_attention")
+def _paged_defs(group, d) -> list:
+    n = group.root
+    q, cache = group.inputs[:2]
+    unpack = next((m for m in group.nodes if m.op == "kv_unpack_fp8"), None)
+    return [d(define_paged, tvm_dtype(q), q.shape[3], n.shape[-1], cache.shape[1], float(n.attrs["scale"]),
+              unpack.attrs["group"] if unpack else None, cache.shape[2])]

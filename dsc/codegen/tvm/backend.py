@@ -1,4 +1,4 @@
-"""The tvm backend's registration (dsc.codegen.backend): its lowering (llvm kernels built
+"""The tvm backend's registration (dsc.codegen.backend): its kernels (llvm kernels built
 on this CPU, or CUDA kernels from a `dsc compile` directory), and the CUDA sources
 `dsc compile --backend tvm` writes for NVRTC."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from dsc.codegen.backend import Backend, Sources
 from dsc.codegen.schedule import schedule
 from dsc.codegen.tvm.build import artifacts_active, require_tvm
-from dsc.codegen.tvm.lower import KERNELS, KINDS, kernel_defs, lower
+from dsc.codegen.tvm.kernels import KERNELS, kernel_defs
 from dsc.errors import DscError
 
 
@@ -44,4 +44,4 @@ def emit(layers, target: str) -> Sources:
                    f"{len(files)} CUDA sources (sm_{arch}), {n_kernels} kernels")
 
 
-BACKEND = Backend("tvm", KERNELS, KINDS, lower, emit, prepare)
+BACKEND = Backend("tvm", KERNELS, emit, prepare)

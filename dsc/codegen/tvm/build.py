@@ -28,6 +28,20 @@ from dsc.errors import DscError, install_hint
 from dsc.runtime.cache import KernelCache, cache_key
 from dsc.runtime.device import library_versions
 
+# IR dtype -> TVM's
+TVM_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16", "i32": "int32", "i64": "int64",
+              "u8": "uint8"}
+
+
+def tvm_dtype(node) -> str:
+    return TVM_DTYPES[node.dtype.name]
+
+
+def static_dim(d, what: str) -> int:
+    if not isinstance(d, int):
+        raise DscError(f"the tvm kernels need a static {what}, got {d}")
+    return d
+
 _LOADED: dict[str, object] = {}
 
 

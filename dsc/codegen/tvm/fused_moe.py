@@ -27,8 +27,10 @@ import torch
 
 from dsc.codegen.tvm import fp8
 from dsc.codegen.tvm.build import (KernelDef, compiled, deliver, knobs, loop_kinds, output_buffer, require_tvm,
-                                   store_as)
+                                   store_as, tvm_dtype)
 from dsc.codegen.tvm.gemm import TVM_OF_TORCH
+from dsc.codegen.tvm.kernels import KERNELS
+from dsc.ir.ops.grouped import EXPERT_BLOCK
 from dsc.runtime.search_space import Space
 
 TVM_INT = {torch.int32: "int32", torch.int64: "int64"}
@@ -65,6 +67,7 @@ def define_align(experts: int, block: int, topk: int, id_dtype: str, target: str
     return KernelDef(f"moe_align_e{experts}_b{block}_k{topk}_{id_dtype}", main)
 
 
+@KERNELS.provides
 def align(ids: torch.Tensor, experts: int, block: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """moe_align: int32 [N*K + E*(block-1)], slots sorted by expert, runs padded."""
     n, k = ids.shape
@@ -198,6 +201,7 @@ TUNING = Space("tvm.grouped_gemm", {"chunk": (8, 16, 32, 64), "cols": (2, 4, 8)}
                fits=lambda config, shape, limits: config["chunk"] % config["cols"] == 0)
 
 
+@KERNELS.provides
 def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, w: torch.Tensor,
                  route_w: torch.Tensor | None, *, gather: bool, swiglu: bool, block: int,
                  scales: torch.Tensor | None = None, act_quant: bool = False, scale_block: int = 128,
@@ -223,6 +227,7 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     return deliver(result, out)
 
 
+@KERNELS.provides
 def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant: bool, block: int,
                out: torch.Tensor | None = None) -> torch.Tensor:
     """x [..., K] @ dequant(wq, ws)ᵀ: a grouped GEMM with one expert and every row its own slot."""
@@ -269,6 +274,7 @@ def define_combine(topk: int, width: int, y_dt: str, out_dt: str, target: str = 
     return KernelDef(f"moe_combine_{y_dt}_{out_dt}_k{topk}_w{width}", main)
 
 
+@KERNELS.provides
 def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtype: torch.dtype,
             out: torch.Tensor | None = None) -> torch.Tensor:
     n_tok, topk = ids.shape
@@ -279,3 +285,51 @@ def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtyp
         inverse = torch.empty(n_tok * topk, dtype=torch.int32, device=y.device)
         fn(y.contiguous(), sorted_slots.contiguous(), inverse, result)
     return deliver(result, out)
+
+
+# -- what each group kind defines (dsc.codegen.tvm.kernels.kernel_defs) ----------------------
+
+@KERNELS.lists("moe_align")
+def _align_defs(group, d) -> list:
+    n = group.root
+    return [d(define_align, n.attrs["experts"], n.attrs["block"], n.srcs[0].shape[1], tvm_dtype(n.srcs[0]))]
+
+
+@KERNELS.lists("grouped_gemm", "grouped_gemm_fp8")
+def _grouped_defs(group, d) -> list:
+    n = group.root
+    a, _, ids, w = n.srcs[:4]
+    fp8 = group.kind == "grouped_gemm_fp8"
+    n_w = 5 if fp8 else 4
+    route = n.srcs[n_w] if len(n.srcs) > n_w else None
+    return [d(define_grouped, w.shape[2], w.shape[1], ids.shape[1], n.srcs[1].attrs["block"], n.attrs["gather"],
+              n.attrs["swiglu"], tvm_dtype(route) if route else None, tvm_dtype(a), tvm_dtype(n), tvm_dtype(ids),
+              n.attrs["block"] if fp8 else None, fp8 and n.attrs["act_quant"])]
+
+
+@KERNELS.lists("fp8_gemm")
+def _fp8_gemm_defs(group, d) -> list:
+    n = group.root
+    x, wq, _ = n.srcs
+    return [d(define_grouped, wq.shape[1], wq.shape[0], 1, 1, False, False, None, tvm_dtype(x), tvm_dtype(n), "int32",
+              n.attrs["block"], n.attrs["act_quant"])]
+
+
+@KERNELS.lists("moe_combine")
+def _combine_defs(group, d) -> list:
+    n = group.root
+    y, _, ids = n.srcs
+    return [d(define_combine, ids.shape[1], y.shape[1], tvm_dtype(y), tvm_dtype(n))]
+
+
+@KERNELS.lists("moe_experts")
+def _experts_defs(group, d) -> list:
+    x, ids, w, gate, up, down = group.root.srcs
+    e, inter, hidden = gate.shape
+    dt = tvm_dtype
+    return [d(define_align, e, EXPERT_BLOCK, ids.shape[1], dt(ids)),
+            d(define_grouped, hidden, 2 * inter, ids.shape[1], EXPERT_BLOCK, True, True, None, dt(x), dt(x), dt(ids),
+              None, False),
+            d(define_grouped, inter, hidden, ids.shape[1], EXPERT_BLOCK, False, False, dt(w), dt(x), "float32",
+              dt(ids), None, False),
+            d(define_combine, ids.shape[1], hidden, "float32", dt(x))]

@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen import contraction
-from dsc.codegen.tvm.build import KernelDef, compiled, deliver, knobs, output_buffer, require_tvm, store_as
+from dsc.codegen.tvm.build import (KernelDef, compiled, deliver, knobs, output_buffer, require_tvm, static_dim,
+                                   store_as, tvm_dtype)
+from dsc.codegen.tvm.kernels import KERNELS
 from dsc.runtime.search_space import Space
 
 TVM_OF_TORCH = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
@@ -105,9 +107,34 @@ def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return deliver(target, c)
 
 
+@KERNELS.provides
 def linear(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     return contraction.linear(x, w, bmm_into, out)
 
 
+@KERNELS.provides
 def einsum(spec: str, x: torch.Tensor, y: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     return contraction.einsum(spec, x, y, bmm_into, out)
+
+
+@KERNELS.lists("gemm")
+def _defs(group, d) -> list:
+    n = group.root
+    if n.op == "linear":
+        return [d(define_nt, tvm_dtype(n), static_dim(n.srcs[1].shape[1], "in features"))]
+    k, nn = _einsum_kn(n)
+    return [d(define_nt, tvm_dtype(n), k)] + ([d(define_nn, tvm_dtype(n), k, nn)] if isinstance(nn, int) else [])
+
+
+def _einsum_kn(n) -> tuple[int, object]:
+    """(K, N) of a two-operand einsum's GEMM form: K static, N an int or symbolic."""
+    xl, rest = n.attrs["spec"].replace(" ", "").split(",")
+    yl, out = rest.split("->")
+    size = dict(zip(yl, n.srcs[1].shape))
+    k, nn = 1, 1
+    for c in yl:
+        if c in xl and c not in out:
+            k *= static_dim(size[c], f"contraction dim {c!r}")
+        elif c not in xl:
+            nn = nn * size[c] if isinstance(nn, int) and isinstance(size[c], int) else None
+    return k, nn

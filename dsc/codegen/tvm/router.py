@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.router_spec import RouterSpec
+from dsc.codegen.router_spec import RouterSpec, router_spec
 from dsc.codegen.tvm.build import KernelDef, compiled, loop_kinds, output_buffer, require_tvm
+from dsc.codegen.tvm.kernels import KERNELS
 
 
 def define_router(spec: RouterSpec, experts: int, has_bias: bool, target: str = "llvm") -> KernelDef:
@@ -118,6 +119,7 @@ def define_router(spec: RouterSpec, experts: int, has_bias: bool, target: str = 
     return KernelDef(f"moe_router_{spec.func}_{spec.method}_e{experts}_k{k_}", main)
 
 
+@KERNELS.provides
 def route(logits: torch.Tensor, bias: torch.Tensor | None, spec: RouterSpec,
           out: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [N, E] float32 -> (ids [N, K + extra] int64, weights [N, K + extra] float32)."""
@@ -132,3 +134,8 @@ def route(logits: torch.Tensor, bias: torch.Tensor | None, spec: RouterSpec,
         bias = bias if bias is not None else torch.zeros(e, device=device)
         fn(logits.float().contiguous(), bias.float().contiguous(), ids, w)
     return ids, w
+
+
+@KERNELS.lists("router")
+def _defs(group, d) -> list:
+    return [d(define_router, router_spec(group), group.inputs[0].shape[-1], len(group.inputs) > 1)]

@@ -23,7 +23,8 @@ from dsc.codegen.paged import check_pages_hold
 from dsc.codegen.row_emitter import RowEmitter
 from dsc.codegen.schedule import Group
 from dsc.codegen.tvm import fp8
-from dsc.codegen.tvm.build import (KernelDef, artifact, bf16_bits, build, compiled, deliver, loop_kinds,
+from dsc.codegen.tvm.kernels import KERNELS
+from dsc.codegen.tvm.build import (TVM_DTYPES, KernelDef, artifact, bf16_bits, build, compiled, deliver, loop_kinds,
                                    output_buffer, require_tvm, store_as)
 from dsc.errors import DscError
 from dsc.ir.interpreter import concrete
@@ -31,8 +32,6 @@ from dsc.ir.node import Node
 from dsc.ir.ops.rope import rope_tables
 from dsc.ir.types import to_torch
 
-TVM_DTYPES = {"f32": "float32", "bf16": "bfloat16", "f16": "float16", "i32": "int32", "i64": "int64",
-              "u8": "uint8"}
 
 
 class _Expr(RowEmitter):
@@ -310,6 +309,7 @@ def define_scatter(dtype: str, width: int, page: int, target: str = "llvm") -> K
     return KernelDef(f"paged_scatter_{dtype}_{width}_p{page}", main)
 
 
+@KERNELS.provides("rows")
 class RowKernel:
     """A compiled row region (kinds rowwise, paged_gather, paged_append): call with the
     group's tensors by node id."""
@@ -359,3 +359,12 @@ class RowKernel:
             self.scatter(cache, table.to(torch.int32).contiguous(), lens.to(torch.int32).contiguous(), rows)
         return cache
 
+
+@KERNELS.lists(*ROW_KINDS)
+def _defs(group: Group, d) -> list:
+    rows = define_rows(group)[0]
+    defs = [(rows_key(group), rows)] if rows is not None else []
+    if group.kind == "paged_append":
+        cache = group.root.srcs[0]
+        defs.append(d(define_scatter, TVM_DTYPES[cache.dtype.name], cache.shape[2], cache.shape[1]))
+    return defs

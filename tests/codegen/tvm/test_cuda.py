@@ -21,7 +21,7 @@ pytest.importorskip("tvm")
 from dsc.cli.compile import compile_layers  # noqa: E402
 from dsc.codegen.schedule import schedule  # noqa: E402
 from dsc.codegen.tvm import build  # noqa: E402
-from dsc.codegen.tvm.lower import kernel_defs  # noqa: E402
+from dsc.codegen.tvm.kernels import kernel_defs  # noqa: E402
 
 FP8 = ["absorb", "fuse_experts", "fp8", "fp8_kv", "fold", "cse", "dce"]
 
