@@ -85,7 +85,7 @@ def _mla_decode_checks(q, kv_cache, block_table, cache_seqlens, head_dim_v):
 @torch.library.custom_op("dsc::mla_decode", mutates_args=())
 def mla_decode(q: Tensor, kv_cache: Tensor, block_table: Tensor, cache_seqlens: Tensor, softmax_scale: float,
                head_dim_v: int = 512, causal: bool = True, num_splits: Optional[int] = None,
-               validate: bool = True) -> tuple[Tensor, Tensor]:
+               validate: bool = True, backend: str = "triton") -> tuple[Tensor, Tensor]:
     """Absorbed MLA attention over a paged latent cache (FlashMLA's contract).
 
     q [B, T, H, D] (T <= 2 for multi-token prediction; any H); kv_cache [pages,
@@ -103,6 +103,9 @@ def mla_decode(q: Tensor, kv_cache: Tensor, block_table: Tensor, cache_seqlens: 
     any entry a row uses (its first ceil(len / page_size)) that is not a page of kv_cache.
     With validate=False that is the caller's contract: the kernel reads the pages the
     table names unchecked, and a bad entry reads another tensor's memory or faults.
+
+    backend: whose kernels run it, "triton" (the default: split-KV, num_splits of them
+    or the tuned count) or "tvm" (llvm on a CPU; it has no split and ignores num_splits).
     """
     _mla_decode_checks(q, kv_cache, block_table, cache_seqlens, head_dim_v)
     if validate:
@@ -110,15 +113,14 @@ def mla_decode(q: Tensor, kv_cache: Tensor, block_table: Tensor, cache_seqlens: 
                      "a row's block table holds the upper bound")
         check_pages(block_table, cache_seqlens, kv_cache.shape[1], kv_cache.shape[0], InputError,
                     "dsc.ops.mla_decode: block_table")
-    from dsc.codegen.triton.paged_attention import paged_mla_attention
-
-    return paged_mla_attention(q, kv_cache, block_table, cache_seqlens, softmax_scale, head_dim_v, causal=causal,
-                               num_splits=num_splits)
+    kernels = _kernels("mla_decode", backend)
+    return kernels.paged_attention(q, kv_cache, block_table, cache_seqlens, softmax_scale, head_dim_v, len_offset=0,
+                                   causal=causal, num_splits=num_splits)
 
 
 @mla_decode.register_fake
 def _(q, kv_cache, block_table, cache_seqlens, softmax_scale, head_dim_v=512, causal=True, num_splits=None,
-      validate=True):
+      validate=True, backend="triton"):
     _mla_decode_checks(q, kv_cache, block_table, cache_seqlens, head_dim_v)
     B, T, H, _ = q.shape
     return q.new_empty(B, T, H, head_dim_v), q.new_empty(B, H, T, dtype=torch.float32)
@@ -141,7 +143,7 @@ def _mla_prefill_checks(q, k, v, seqlens):
 
 @torch.library.custom_op("dsc::mla_prefill", mutates_args=())
 def mla_prefill(q: Tensor, k: Tensor, v: Tensor, seqlens: Tensor, softmax_scale: float,
-                validate: bool = True) -> tuple[Tensor, Tensor]:
+                validate: bool = True, backend: str = "triton") -> tuple[Tensor, Tensor]:
     """Causal attention of T new tokens over each row's keys and values (MLA prefill in
     the naive form: keys [nope ; rope] 192 wide and values 128 for DeepSeek-V3).
 
@@ -149,18 +151,18 @@ def mla_prefill(q: Tensor, k: Tensor, v: Tensor, seqlens: Tensor, softmax_scale:
     last stride); seqlens [B] int32: the tokens row b holds in k and v, its T queries
     last, so query t sees keys 0 .. seqlens[b] - T + t. Returns (out [B, T, H, Dv] in q's
     dtype, lse [B, H, T] float32). validate checks T <= seqlens <= S on the host.
+    backend: whose kernels run it, "triton" (the default) or "tvm" (llvm on a CPU).
     """
     _mla_prefill_checks(q, k, v, seqlens)
     if validate:
         _check_range("mla_prefill", "seqlens", seqlens, q.shape[1], k.shape[1],
                        "each row holds its query tokens and at most k's length")
-    from dsc.codegen.triton.dense_attention import flash_attention
-
-    return flash_attention(q, k, v, seqlens, softmax_scale)
+    kernels = _kernels("mla_prefill", backend)
+    return kernels.attention(q, k, v, seqlens, softmax_scale, len_offset=0)
 
 
 @mla_prefill.register_fake
-def _(q, k, v, seqlens, softmax_scale, validate=True):
+def _(q, k, v, seqlens, softmax_scale, validate=True, backend="triton"):
     _mla_prefill_checks(q, k, v, seqlens)
     B, T, H, _ = q.shape
     return q.new_empty(B, T, H, v.shape[3]), q.new_empty(B, H, T, dtype=torch.float32)
@@ -347,20 +349,20 @@ def _fp8_gemm_checks(x, weight, weight_scale, block_size):
 
 @torch.library.custom_op("dsc::fp8_gemm", mutates_args=())
 def fp8_gemm(x: Tensor, weight: Tensor, weight_scale: Tensor, act_quant: bool = True,
-             block_size: int = 128) -> Tensor:
+             block_size: int = 128, backend: str = "triton") -> Tensor:
     """x [..., K] @ dequant(weight [N, K] float8_e4m3fn, weight_scale [ceil(N/b), ceil(K/b)])ᵀ
     with b = block_size, accumulated in float32, returned in x's dtype. act_quant
     quantizes x per token per b channels in the GEMM's prologue (DeepSeek-V3's FP8
     inference, FP8 tensor cores); without it the weights are upcast (weight-only FP8).
+    backend: whose kernels run it, "triton" (the default) or "tvm" (llvm on a CPU).
     """
     _fp8_gemm_checks(x, weight, weight_scale, block_size)
-    from dsc.codegen.triton.fp8_gemm import fp8_linear
-
-    return fp8_linear(x, weight, weight_scale, act_quant=act_quant, block=block_size)
+    kernels = _kernels("fp8_gemm", backend)
+    return kernels.fp8_linear(x, weight, weight_scale, act_quant=act_quant, block=block_size)
 
 
 @fp8_gemm.register_fake
-def _(x, weight, weight_scale, act_quant=True, block_size=128):
+def _(x, weight, weight_scale, act_quant=True, block_size=128, backend="triton"):
     _fp8_gemm_checks(x, weight, weight_scale, block_size)
     return x.new_empty(*x.shape[:-1], weight.shape[0])
 

@@ -1,10 +1,11 @@
 """dsc's kernels as torch custom ops (torch.ops.dsc.*), called the way a serving
-framework with its own paged cache and scheduler calls them. Each result is checked
-against a few lines of plain PyTorch.
+framework with its own paged cache and scheduler calls them, on either backend's
+kernels. Each result is checked against a few lines of plain PyTorch.
 
-    python examples/custom_ops.py
+    python examples/custom_ops.py [--backend triton|tvm]
 """
 
+import argparse
 import math
 
 import torch
@@ -18,6 +19,9 @@ def rel(a, b, tol=1e-4):
     return err
 
 
+parser = argparse.ArgumentParser()
+parser.add_argument("--backend", default="triton", choices=["triton", "tvm"])
+backend = parser.parse_args().backend
 g = torch.Generator().manual_seed(0)
 
 # MLA decode over a paged latent cache (FlashMLA's contract): rows [c_kv ; k_pe], 64-token pages
@@ -27,7 +31,7 @@ table = torch.arange(4, dtype=torch.int32).view(B, 2)  # row b owns pages table[
 cache = torch.randn(4, page, rank + rope, generator=g)
 q = torch.randn(B, 1, H, rank + rope, generator=g)  # absorbed queries
 scale = 1 / math.sqrt(128 + rope)
-out, lse = torch.ops.dsc.mla_decode(q, cache, table, lens, scale, rank)
+out, lse = torch.ops.dsc.mla_decode(q, cache, table, lens, scale, rank, backend=backend)
 for b in range(B):
     rows = cache[table[b].long()].reshape(-1, rank + rope)[: lens[b]]
     p = (q[b, 0] @ rows.T * scale).softmax(-1)
@@ -39,10 +43,11 @@ x = torch.randn(N, hidden, generator=g)
 gate = torch.randn(E, hidden, generator=g) / math.sqrt(hidden)
 bias = torch.randn(E, generator=g) * 0.1
 ids, w = torch.ops.dsc.moe_route(x @ gate.T, bias, K, n_group=4, topk_group=2, topk_method="noaux_tc",
-                                 scoring_func="sigmoid", norm_topk_prob=True, routed_scaling_factor=2.5)
+                                 scoring_func="sigmoid", norm_topk_prob=True, routed_scaling_factor=2.5,
+                                 backend=backend)
 w13 = torch.randn(E, 2 * inter, hidden, generator=g) / math.sqrt(hidden)  # gate rows, then up rows
 w2 = torch.randn(E, hidden, inter, generator=g) / math.sqrt(inter)
-y = torch.ops.dsc.fused_moe(x, w13, w2, w, ids)
+y = torch.ops.dsc.fused_moe(x, w13, w2, w, ids, backend=backend)
 ref = torch.zeros_like(x)
 for t in range(N):
     for k in range(K):
@@ -55,5 +60,5 @@ print(f"moe_route + fused_moe: rel err {rel(y, ref):.1e}")
 weight = torch.randn(256, 384, generator=g) / math.sqrt(384)
 wq, ws = torch.ops.dsc.fp8_quant(weight, 128, 128)
 a = torch.randn(4, 384, generator=g)
-print(f"fp8_gemm vs the float weight: rel err {rel(torch.ops.dsc.fp8_gemm(a, wq, ws), a @ weight.T, 6e-2):.1e} "
+print(f"fp8_gemm vs the float weight: rel err {rel(torch.ops.dsc.fp8_gemm(a, wq, ws, backend=backend), a @ weight.T, 6e-2):.1e} "
       f"(FP8's own error, about 3e-2)")

@@ -18,7 +18,7 @@ def _example(script, backend=None, needs=()):
 
 
 @pytest.mark.parametrize("script, backend", [
-    _example("custom_ops.py", needs=("triton",)),
+    *[_example("custom_ops.py", b, needs=("triton", "tvm") if b == "tvm" else ("triton",)) for b in ("triton", "tvm")],
     *[_example("torch_compile.py", b, needs=("tvm",) if b == "tvm" else ()) for b in BACKENDS],
     *[_example("hf_drop_in.py", b, needs=("transformers", "tvm") if b == "tvm" else ("transformers",))
       for b in BACKENDS],

@@ -69,11 +69,19 @@ def opcheck_cases():
         "fused_moe_fp8": (ops.fused_moe, (x, w13q, w2q, w, ids, s13, s2, 16), {"act_quant": True}, NO_SCHEMA),
         "fp8_quant": (ops.fp8_quant, (torch.randn(3, 40, 70, generator=g), 32, 32), {}, ALL_TESTS),
         "fp8_gemm": (ops.fp8_gemm, (torch.randn(3, 40, generator=g), wq, ws), {"block_size": 16}, NO_SCHEMA),
+        # the same contracts through the tvm backend's kernels
+        "mla_decode_tvm": (ops.mla_decode, (*decode_case(g, tokens=2), 0.3, 16), {"causal": False, "backend": "tvm"},
+                           ALL_TESTS),
+        "mla_prefill_tvm": (ops.mla_prefill, (*prefill_case(g), 0.2), {"backend": "tvm"}, ALL_TESTS),
+        "fp8_gemm_tvm": (ops.fp8_gemm, (torch.randn(3, 40, generator=g), wq, ws), {"block_size": 16, "backend": "tvm"},
+                         NO_SCHEMA),
     }
 
 
 @pytest.mark.parametrize("case", list(opcheck_cases()))
 def test_opcheck(case):
+    if case.endswith("_tvm"):
+        pytest.importorskip("tvm")
     op, args, kwargs, tests = opcheck_cases()[case]
     result = torch.library.opcheck(op, args, kwargs, test_utils=tests)
     assert result == {t: "SUCCESS" for t in tests}
@@ -86,7 +94,9 @@ def test_every_op_is_registered_under_dsc():
 
 def test_fp8_inputs_are_left_unchanged():
     """What opcheck's schema test would check, for the ops it cannot check on FP8."""
-    for case in ("fused_moe_fp8", "fp8_gemm"):
+    for case in ("fused_moe_fp8", "fp8_gemm", "fp8_gemm_tvm"):
+        if case.endswith("_tvm"):
+            pytest.importorskip("tvm")
         op, args, kwargs, _ = opcheck_cases()[case]
         before = [a.view(torch.uint8).clone() if a.dtype == ops.E4M3 else a.clone() for a in args
                   if isinstance(a, torch.Tensor)]
@@ -112,10 +122,22 @@ def plain_attention(q, k, v, lens, scale, causal=True):
     return out, s.logsumexp(-1)
 
 
+def on(backend: str) -> str:
+    """The backend a numerics test runs the op on (each runs on every backend)."""
+    if backend == "tvm":
+        pytest.importorskip("tvm")
+    return backend
+
+
+BACKENDS = ("triton", "tvm")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(seed=seeds, batch=st.integers(1, 3), tokens=st.integers(1, 2), heads=st.sampled_from([1, 4, 16]),
        page=st.sampled_from([1, 16, 64]), causal=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]),
        data=st.data())
-def test_mla_decode_matches_plain_attention(seed, batch, tokens, heads, page, causal, dtype, data):
+def test_mla_decode_matches_plain_attention(backend, seed, batch, tokens, heads, page, causal, dtype, data):
+    on(backend)
     g = _gen(seed)
     dv, dk = 16, 24
     pages = -(-70 // page)
@@ -123,7 +145,7 @@ def test_mla_decode_matches_plain_attention(seed, batch, tokens, heads, page, ca
     lens = data.draw(st.lists(st.one_of(st.just(0), st.integers(tokens, pages * page)), min_size=batch,
                               max_size=batch).filter(any))
     q, cache, table, lens = decode_case(g, batch, tokens, heads, dk, page, pages, lens, dtype)
-    out, lse = torch.ops.dsc.mla_decode(q, cache, table, lens, 0.25, dv, causal)
+    out, lse = torch.ops.dsc.mla_decode(q, cache, table, lens, 0.25, dv, causal, backend=backend)
     rows = cache[table.long()].reshape(batch, -1, 1, dk)
     ref, ref_lse = plain_attention(q, rows, rows[..., :dv], lens, 0.25, causal)
     tol = F32_TOL if dtype == torch.float32 else BF16_TOL
@@ -131,21 +153,23 @@ def test_mla_decode_matches_plain_attention(seed, batch, tokens, heads, page, ca
     held = lens > 0
     # FlashMLA's answer for an empty row: out 0, lse +inf
     assert bool((out[~held] == 0).all()) and bool(torch.isposinf(lse[~held]).all())
-    assert_close(out[held].float(), ref[held], tol, "mla_decode out")
-    assert_close(lse[held], ref_lse[held], 1e-5 if dtype == torch.float32 else 1e-3, "mla_decode lse")
+    assert_close(out[held].float(), ref[held], tol, f"mla_decode out on {backend}")
+    assert_close(lse[held], ref_lse[held], 1e-5 if dtype == torch.float32 else 1e-3, f"mla_decode lse on {backend}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(seed=seeds, batch=st.integers(1, 3), tokens=st.integers(1, 5), heads=st.sampled_from([1, 3]),
        hk=st.sampled_from([1, "H"]), dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
-def test_mla_prefill_matches_plain_attention(seed, batch, tokens, heads, hk, dtype, data):
+def test_mla_prefill_matches_plain_attention(backend, seed, batch, tokens, heads, hk, dtype, data):
+    on(backend)
     g = _gen(seed)
     keys = 12
     lens = data.draw(st.lists(st.integers(tokens, keys), min_size=batch, max_size=batch))
     q, k, v, lens = prefill_case(g, batch, tokens, heads, keys, heads if hk == "H" else 1, 20, 12, lens, dtype)
-    out, lse = torch.ops.dsc.mla_prefill(q, k, v, lens, 0.3)
+    out, lse = torch.ops.dsc.mla_prefill(q, k, v, lens, 0.3, backend=backend)
     ref, ref_lse = plain_attention(q, k, v, lens, 0.3)
-    assert_close(out.float(), ref, F32_TOL if dtype == torch.float32 else BF16_TOL, "mla_prefill out")
-    assert_close(lse, ref_lse, 1e-5 if dtype == torch.float32 else 1e-3, "mla_prefill lse")
+    assert_close(out.float(), ref, F32_TOL if dtype == torch.float32 else BF16_TOL, f"mla_prefill out on {backend}")
+    assert_close(lse, ref_lse, 1e-5 if dtype == torch.float32 else 1e-3, f"mla_prefill lse on {backend}")
 
 
 def check_route_against_deepseeks_gate(cfg, seed, tokens, backend="triton"):
@@ -242,13 +266,15 @@ def test_fp8_quant_round_trips_within_e4m3_precision(seed, shape, block):
     assert torch.allclose(back.abs().amax(), x.abs().amax())
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @given(seed=seeds, m=st.integers(1, 9), act_quant=st.booleans(), block=st.sampled_from([16, 32]),
        dtype=st.sampled_from([torch.float32, torch.bfloat16]))
-def test_fp8_gemm_matches_dequantized_linear(seed, m, act_quant, block, dtype):
+def test_fp8_gemm_matches_dequantized_linear(backend, seed, m, act_quant, block, dtype):
+    on(backend)
     g = _gen(seed)
     x = torch.randn(2, m, 40, generator=g).to(dtype)
     wq, ws = ops.fp8_quant(torch.randn(24, 40, generator=g), block, block)
-    out = ops.fp8_gemm(x, wq, ws, act_quant, block)
+    out = ops.fp8_gemm(x, wq, ws, act_quant, block, backend=backend)
     xs = x.float()
     if act_quant:  # activations per token per block, as the kernel's prologue does
         xq, xscale = ops.fp8_quant(x.reshape(-1, 40), 1, block)
@@ -257,7 +283,7 @@ def test_fp8_gemm_matches_dequantized_linear(seed, m, act_quant, block, dtype):
     # under the interpreter the prologue's FP8 rounding is our own (NOTES.md); bf16 out
     tol = (2e-2 if act_quant else F32_TOL) if dtype == torch.float32 else BF16_TOL
     assert out.shape == (2, m, 24) and out.dtype == dtype
-    assert_close(out.float(), ref, tol, "fp8_gemm")
+    assert_close(out.float(), ref, tol, f"fp8_gemm on {backend}")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -401,3 +427,11 @@ def test_ops_name_an_unknown_backend():
         ops.fused_moe(x, w13, w2, w, ids, backend="cuda")
     with pytest.raises(InputError, match="dsc.ops.moe_route: backend must be one of triton, tvm, got 'cuda'"):
         ops.moe_route(torch.randn(5, 8), None, 2, backend="cuda")
+    g = _gen(2)
+    with pytest.raises(InputError, match="dsc.ops.mla_decode: backend must be one of triton, tvm, got 'cuda'"):
+        ops.mla_decode(*decode_case(g), 0.3, 16, backend="cuda")
+    with pytest.raises(InputError, match="dsc.ops.mla_prefill: backend must be one of triton, tvm, got 'cuda'"):
+        ops.mla_prefill(*prefill_case(g), 0.2, backend="cuda")
+    wq, ws = ops.fp8_quant(torch.randn(24, 40, generator=g), 16, 16)
+    with pytest.raises(InputError, match="dsc.ops.fp8_gemm: backend must be one of triton, tvm, got 'cuda'"):
+        ops.fp8_gemm(torch.randn(3, 40), wq, ws, block_size=16, backend="cuda")

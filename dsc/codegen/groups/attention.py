@@ -3,8 +3,11 @@ attention straight over the paged latent cache, dequantizing an FP8 cache as it 
 (paged_attention, matched by the scheduler when K is one gathered latent head and V
 its prefix).
 
-Kernels: attention(q, k, v, lengths, scale, out=None) -> out;
-paged_attention(q, cache, table, lengths, scale, v_dim, len_offset, out=None, fp8_group=None) -> out."""
+Kernels (dsc.ops.mla_prefill and mla_decode call them too):
+attention(q, k, v, lengths, scale, *, len_offset, out=None) -> (out, lse);
+paged_attention(q, cache, table, lengths, scale, v_dim, *, len_offset, causal=True, num_splits=None,
+fp8_group=None, out=None) -> (out, lse). lengths + len_offset are each row's tokens, its T
+queries last; lse [B, H, T] float32, +inf (and out 0) where a query sees no position."""
 
 from dsc.codegen.groups import GroupKind
 from dsc.errors import DscError
@@ -13,7 +16,9 @@ from dsc.errors import DscError
 def _attention(group, k):
     scale = group.root.attrs["scale"]
     q, key, value, lens = group.inputs
-    return lambda v, env, out=None: k.attention(v[id(q)], v[id(key)], v[id(value)], v[id(lens)], scale, out=out)
+    # the IR's lengths count the cached tokens before the T new ones
+    return lambda v, env, out=None: k.attention(v[id(q)], v[id(key)], v[id(value)], v[id(lens)], scale,
+                                                len_offset=v[id(q)].shape[1], out=out)[0]
 
 
 def _paged_attention(group, k):
@@ -27,8 +32,8 @@ def _paged_attention(group, k):
 
     def run(v, env, out=None):
         q, cache, table, lens = (v[id(s)] for s in group.inputs)
-        return k.paged_attention(q, cache, table, lens, n.attrs["scale"], dv, q.shape[1], out=out,
-                                 fp8_group=fp8_group)
+        return k.paged_attention(q, cache, table, lens, n.attrs["scale"], dv, len_offset=q.shape[1], out=out,
+                                 fp8_group=fp8_group)[0]
     return run
 
 

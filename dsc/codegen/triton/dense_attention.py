@@ -109,8 +109,8 @@ def signature(dtype: str, tokens: int = 128) -> list[tuple]:
 
 
 @KERNELS.provides("attention")
-def _attention(q, k, v, lengths, scale, out=None):
-    return flash_attention(q, k, v, lengths, scale, len_offset=q.shape[1], out=out)[0]
+def _attention(q, k, v, lengths, scale, *, len_offset, out=None):
+    return flash_attention(q, k, v, lengths, scale, len_offset=len_offset, out=out)
 
 
 @KERNELS.lists("attention")

@@ -168,6 +168,7 @@ TUNING = Space("triton.paged_attention", {"splits": (1, 2, 4, 8, 16, 32, 64), "n
                bucketed=("batch", "context"), default=default_config, fits=fits)
 
 
+@KERNELS.provides("paged_attention")
 def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch.Tensor, lengths: torch.Tensor,
                         scale: float, v_dim: int, *, len_offset: int = 0, causal: bool = True,
                         num_splits: int | None = None, fp8_group: int | None = None,
@@ -232,12 +233,6 @@ def signature(dtype: str, heads: int = 128, tokens: int = 1, page: int = 64, spl
     comb_const = {"DV": 512, "SPLITS": splits, "BLOCK_S": next_pow2(splits), "BLOCK_DV": 512}
     return [(SPLIT, {**split_sig, **{k: "constexpr" for k in split_const}}, split_const),
             (COMBINE, {**comb_sig, **{k: "constexpr" for k in comb_const}}, comb_const)]
-
-
-@KERNELS.provides("paged_attention")
-def _paged_attention(q, cache, table, lengths, scale, v_dim, len_offset, out=None, fp8_group=None):
-    return paged_mla_attention(q, cache, table, lengths, scale, v_dim, len_offset=len_offset, out=out,
-                               fp8_group=fp8_group)[0]
 
 
 @KERNELS.lists("paged_attention")

@@ -44,8 +44,12 @@ def _softmax_stages(te, tir, q, key, value, total, shape, s_len, dk: int, dv: in
     rs3 = te.reduce_axis((0, s_len), name="s3")
     acc = te.compute([b_, t_, h_, dv], lambda b, t, h, v: te.sum(probs[b, t, h, rs3] * value(b, rs3, h, v), axis=rs3),
                      name="acc")
-    out = te.compute([b_, t_, h_, dv], lambda b, t, h, v: store_as(acc[b, t, h, v] / den[b, t, h], dt), name="out")
-    lse = te.compute([b_, h_, t_], lambda b, h, t: mx[b, t, h] + te.log(den[b, t, h]), name="lse")
+    # a query that sees no position: out 0 and lse +inf (FlashMLA's convention, as the Triton kernels)
+    seen = lambda b, t, h: den[b, t, h] > tir.const(0.0, "float32")  # noqa: E731
+    out = te.compute([b_, t_, h_, dv], lambda b, t, h, v: store_as(tir.if_then_else(
+        seen(b, t, h), acc[b, t, h, v] / den[b, t, h], tir.const(0.0, "float32")), dt), name="out")
+    lse = te.compute([b_, h_, t_], lambda b, h, t: tir.if_then_else(
+        seen(b, t, h), mx[b, t, h] + te.log(den[b, t, h]), tir.const(float("inf"), "float32")), name="lse")
     return out, lse
 
 
@@ -142,13 +146,15 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
     return deliver(result, out), lse
 
 
+@KERNELS.provides("attention")
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor, scale: float, *,
-              out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The IR's attention op: q [B, T, H, DK], k [B, S, H or 1, DK], v [B, S, H or 1, DV];
-    token t of row b sees keys 0 .. lengths[b] + t. (out, lse [B, H, T])."""
+              len_offset: int | None = None, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """q [B, T, H, DK], k [B, S, H or 1, DK], v [B, S, H or 1, DV]; lengths + len_offset
+    (default T: the IR's attention op) are each row's tokens, its T queries last.
+    (out, lse [B, H, T])."""
     batch, tokens, heads, dk = q.shape
     fn = compiled(define_dense, TVM_OF_TORCH[q.dtype], dk, v.shape[3], k.shape[2] == 1 and heads != 1, float(scale))
-    total = (lengths.to(torch.int32) + tokens).contiguous()
+    total = (lengths.to(torch.int32) + (tokens if len_offset is None else len_offset)).contiguous()
     result = output_buffer(out, (batch, tokens, heads, v.shape[3]), q.dtype, q.device)
     lse = torch.empty(batch, heads, tokens, dtype=torch.float32, device=q.device)
     if result.numel():
@@ -156,15 +162,25 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.
     return deliver(result, out), lse
 
 
-@KERNELS.provides("attention")
-def _attention(q, k, v, lengths, scale, out=None):
-    return attention(q, k, v, lengths, scale, out=out)[0]
-
-
 @KERNELS.provides("paged_attention")
-def _paged_attention(q, cache, table, lengths, scale, v_dim, len_offset, out=None, fp8_group=None):
-    return paged_mla_attention(q, cache, table, lengths, scale, v_dim, len_offset=len_offset, out=out,
-                               fp8_group=fp8_group)[0]
+def _paged_attention(q, cache, table, lengths, scale, v_dim, *, len_offset, causal=True, num_splits=None,
+                     fp8_group=None, out=None):
+    """The group kinds' convention on this kernel. num_splits is a split-KV hint of the
+    GPU kernels; the CPU kernel has no split and ignores it. Non-causal attention is the
+    causal kernel on the T queries folded into the heads as one token that sees every
+    position (one latent head serves all heads, as FlashMLA folds them)."""
+    if causal or q.shape[1] == 1:
+        return paged_mla_attention(q, cache, table, lengths, scale, v_dim, len_offset=len_offset, out=out,
+                                   fp8_group=fp8_group)
+    batch, tokens, heads, dk = q.shape
+    o, lse = paged_mla_attention(q.reshape(batch, 1, tokens * heads, dk), cache, table, lengths, scale, v_dim,
+                                 len_offset=len_offset, fp8_group=fp8_group)
+    o = o.view(batch, tokens, heads, v_dim)
+    lse = lse.view(batch, tokens, heads).transpose(1, 2).contiguous()
+    if out is None:
+        return o, lse
+    out.copy_(o)
+    return out, lse
 
 
 @KERNELS.lists("attention")
