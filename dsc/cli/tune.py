@@ -1,6 +1,6 @@
 """`dsc tune`: search the tunable kernels' configs for a model on this machine.
 
-The triton backend is tuned on a CUDA card (tile sizes, warps, pipeline stages, split
+Each backend says where it tunes (dsc.codegen.backend: tunes_on). The triton backend is tuned on a CUDA card (tile sizes, warps, pipeline stages, split
 factors, pruned by the card's shared memory and registers, timed with CUDA events);
 the tvm backend's llvm schedules on the CPU. Results are written after every kernel
 to one JSON file per device name, <device>.json in the user directory
@@ -19,6 +19,7 @@ import torch
 
 from dsc.cli import int_list, load_config, output_path
 from dsc.cli.memory import check_working_memory, moe_working_bytes
+from dsc.codegen.backend import CODEGEN_BACKENDS, get_backend
 from dsc.nn.graph_module import resolve_device, resolve_dtype
 from dsc.runtime import tuned
 from dsc.runtime.device import detect, library_versions, limits_for
@@ -33,27 +34,31 @@ def _ints(text: str | None, flag: str, default: tuple[int, ...]) -> tuple[int, .
     return default if text is None else int_list(text, flag)
 
 
-def _setup(args):
-    cuda = torch.cuda.is_available()
-    backend = args.backend or ("triton" if cuda else "tvm")
-    device = resolve_device(args.device or ("cuda" if backend == "triton" else "cpu"))
-    if backend == "triton" and device.type != "cuda":
-        raise TuningError("dsc tune --backend triton times kernels on a CUDA device, and this run has none "
-                          "(Triton's CPU interpreter checks correctness, it cannot time); on a CPU, "
-                          "--backend tvm tunes the llvm schedules")
-    if backend == "tvm" and device.type != "cpu":
-        raise TuningError("dsc tune --backend tvm tunes the llvm schedules on the CPU (--device cpu); the tvm "
-                          "backend's CUDA kernels run from `dsc compile` artifacts with their default schedules")
-    if backend == "tvm":
-        from dsc.codegen.tvm.build import require_tvm
+def _default_backend(device_type: str) -> str:
+    """The first registered backend that tunes on this machine's device."""
+    for name in CODEGEN_BACKENDS:
+        if get_backend(name).tunes_on == device_type:
+            return name
+    raise TuningError(f"no registered backend tunes on a {device_type} device")
 
-        require_tvm()
+
+def _setup(args):
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    name = args.backend or _default_backend(resolve_device(args.device).type if args.device else here)
+    chosen = get_backend(name)
+    if args.device:
+        device = resolve_device(args.device)
+    else:  # where the backend tunes, if this machine has it (every machine has a CPU)
+        device = resolve_device(chosen.tunes_on) if chosen.tunes_on in (here, "cpu") else None
+    if device is None or chosen.tunes_on != device.type:
+        raise TuningError(f"dsc tune --backend {name} {chosen.tune_elsewhere or 'has nothing to tune'}")
+    chosen.prepare()
     dtype = resolve_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     base = QUICK if args.quick else workloads.Buckets()
     buckets = workloads.Buckets(_ints(args.batches, "batches", base.batches),
                                 _ints(args.contexts, "contexts", base.contexts),
                                 _ints(args.prefill, "prefill", base.prefill))
-    return backend, device, dtype, buckets
+    return name, device, dtype, buckets
 
 
 def tune(args) -> int:

@@ -41,6 +41,10 @@ class Backend:
     emit: Callable[[Iterable[tuple[str, Graph]], str], Sources]
     # raises a dsc error naming the missing library; runs before the first launcher is built
     prepare: Callable[[], None] = lambda: None
+    # `dsc tune`: the device type whose timings tune its kernels (None: nothing to tune), and
+    # what to say to a run on any other device
+    tunes_on: str | None = None
+    tune_elsewhere: str = ""
 
     @property
     def kinds(self) -> frozenset[str]:

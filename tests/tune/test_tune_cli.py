@@ -70,7 +70,8 @@ def test_tune_refusals_are_one_line(tmp_path):
         r = dsc(*args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert r.stderr.count("\n") == 1 and r.stderr.startswith("dsc: error:"), (args, r.stderr)
-    assert "CUDA" in dsc("tune", "--backend", "triton").stderr or torch.cuda.is_available()
+    assert ("dsc tune --backend triton times kernels on a CUDA device" in dsc("tune", "--backend", "triton").stderr
+            or torch.cuda.is_available())
     assert (tmp_path / "binary.json").read_bytes() == b"\x00\xff\xfe\x80 not a tuned file"
 
 
@@ -78,3 +79,14 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_each_backend_says_where_it_tunes():
+    """dsc tune reads the registry: the default backend is the first that tunes on this
+    device, and a backend asked to tune elsewhere says why, in its own words."""
+    from dsc.cli.tune import _default_backend
+    from dsc.codegen.backend import get_backend
+
+    assert (get_backend("triton").tunes_on, get_backend("tvm").tunes_on) == ("cuda", "cpu")
+    assert _default_backend("cuda") == "triton" and _default_backend("cpu") == "tvm"
+    assert "CUDA" in get_backend("triton").tune_elsewhere and "--device cpu" in get_backend("tvm").tune_elsewhere
