@@ -205,7 +205,7 @@ def moe_route(router_logits: Tensor, e_score_correction_bias: Optional[Tensor], 
     _moe_route_checks(router_logits, e_score_correction_bias, top_k, n_group, topk_group, topk_method,
                       scoring_func)
     kernels = _kernels("moe_route", backend)
-    from dsc.codegen.router_spec import RouterSpec
+    from dsc.codegen.groups.router import RouterSpec
 
     spec = RouterSpec(func=scoring_func, method=topk_method, top_k=top_k, n_group=n_group, topk_group=topk_group,
                       normalize=norm_topk_prob and top_k > 1, eps=1e-20, scale=routed_scaling_factor, extra=0,

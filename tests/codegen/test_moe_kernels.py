@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dsc.codegen.router_spec import RouterSpec
+from dsc.codegen.groups.router import RouterSpec
 from dsc.ir.opdef import get_op
 from strategies import configs, seeds
 from backend_kernels import backend_kernels

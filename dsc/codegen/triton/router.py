@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.router_spec import RouterSpec, router_spec
+from dsc.codegen.groups.router import RouterSpec, router_spec
 from dsc.codegen.triton.build import KernelSpec, load_kernel, next_pow2
 from dsc.codegen.triton.kernels import KERNELS
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.router_spec import RouterSpec, router_spec
+from dsc.codegen.groups.router import RouterSpec, router_spec
 from dsc.codegen.tvm.build import KernelDef, compiled, loop_kinds, output_buffer, require_tvm
 from dsc.codegen.tvm.kernels import KERNELS
 
