@@ -20,6 +20,7 @@ from dsc.bench import groups, layers, machine, plots, records
 from dsc.cli import int_list, load_config, output_path
 from dsc.cli.memory import (available_bytes, check_working_memory, human_bytes, memory_needed, mla_working_bytes,
                             moe_working_bytes)
+from dsc.codegen.backend import CODEGEN_BACKENDS, default_backend, get_backend
 from dsc.errors import InputError
 from dsc.nn import MLA, MoE
 from dsc.nn.graph_module import resolve_device, resolve_dtype
@@ -30,14 +31,13 @@ from dsc.runtime.device import detect, slug
 
 def _setup(args):
     device = resolve_device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    backend = args.backend or ("triton" if device.type == "cuda" else "tvm")
-    if backend == "tvm":
-        if device.type == "cuda":
-            raise InputError("dsc bench --backend tvm runs on the CPU here (the tvm backend's CUDA kernels run from "
-                             "`dsc compile` artifacts: `dsc run --artifacts`)")
-        from dsc.codegen.tvm.build import require_tvm
-
-        require_tvm()
+    backend = args.backend or default_backend(device.type)
+    if backend in CODEGEN_BACKENDS:  # the reference interpreter runs anywhere
+        chosen = get_backend(backend)
+        if device.type not in chosen.runs_on:
+            raise InputError(f"dsc bench --backend {backend} runs on {' or '.join(chosen.runs_on)} here, not "
+                             f"{device.type}" + (f" ({chosen.run_elsewhere})" if chosen.run_elsewhere else ""))
+        chosen.prepare()
     dtype = resolve_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     compare = tuple(c for c in args.compare.split(",") if c) if args.compare != "none" else ()
     bad = [c for c in compare if c not in layers.COMPARES]

@@ -16,6 +16,7 @@ import torch
 from dsc.cli import load_config, output_path, write_atomic
 from dsc.cli.memory import (available_bytes, check_working_memory, human_bytes, memory_needed, mla_working_bytes,
                             moe_working_bytes)
+from dsc.codegen.backend import CODEGEN_BACKENDS, get_backend
 from dsc.config import Config
 from dsc.eager import EagerMLA, eager_moe
 from dsc.ir.cost import cache_bytes_per_token, cost_at, weight_bytes
@@ -213,10 +214,8 @@ def run(args) -> int:
     if args.artifacts and args.backend != "tvm":
         args.backend = "tvm"  # the artifacts are the tvm backend's kernels
     artifacts = artifacts_in_use(args, device)  # checked before anything is printed
-    if args.backend == "tvm" and not args.artifacts:
-        from dsc.codegen.tvm.build import require_tvm
-
-        require_tvm()  # a missing TVM is one line too, before the report starts
+    if args.backend in CODEGEN_BACKENDS and not args.artifacts:
+        get_backend(args.backend).prepare()  # a missing library is one line too, before the report starts
     for name in ("batch", "prompt_len", "tokens"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

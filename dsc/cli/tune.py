@@ -19,7 +19,7 @@ import torch
 
 from dsc.cli import int_list, load_config, output_path
 from dsc.cli.memory import check_working_memory, moe_working_bytes
-from dsc.codegen.backend import CODEGEN_BACKENDS, get_backend
+from dsc.codegen.backend import default_backend, get_backend
 from dsc.nn.graph_module import resolve_device, resolve_dtype
 from dsc.runtime import tuned
 from dsc.runtime.device import detect, library_versions, limits_for
@@ -34,17 +34,9 @@ def _ints(text: str | None, flag: str, default: tuple[int, ...]) -> tuple[int, .
     return default if text is None else int_list(text, flag)
 
 
-def _default_backend(device_type: str) -> str:
-    """The first registered backend that tunes on this machine's device."""
-    for name in CODEGEN_BACKENDS:
-        if get_backend(name).tunes_on == device_type:
-            return name
-    raise TuningError(f"no registered backend tunes on a {device_type} device")
-
-
 def _setup(args):
     here = "cuda" if torch.cuda.is_available() else "cpu"
-    name = args.backend or _default_backend(resolve_device(args.device).type if args.device else here)
+    name = args.backend or default_backend(resolve_device(args.device).type if args.device else here)
     chosen = get_backend(name)
     if args.device:
         device = resolve_device(args.device)

@@ -41,8 +41,13 @@ class Backend:
     emit: Callable[[Iterable[tuple[str, Graph]], str], Sources]
     # raises a dsc error naming the missing library; runs before the first launcher is built
     prepare: Callable[[], None] = lambda: None
+    # the device types its kernels run on when built from source here (`dsc bench`), and what
+    # to say to a run on any other device
+    runs_on: tuple[str, ...] = ("cpu",)
+    run_elsewhere: str = ""
     # `dsc tune`: the device type whose timings tune its kernels (None: nothing to tune), and
-    # what to say to a run on any other device
+    # what to say to a run on any other device; also the backend `dsc bench` and `dsc tune`
+    # pick for that device when none is named
     tunes_on: str | None = None
     tune_elsewhere: str = ""
 
@@ -60,3 +65,11 @@ def get_backend(name: str) -> Backend:
     if name not in _PACKAGES:
         raise ConfigError(f"backend: unknown backend {name!r}; choose one of {', '.join(CODEGEN_BACKENDS)}")
     return importlib.import_module(_PACKAGES[name]).BACKEND
+
+
+def default_backend(device_type: str) -> str:
+    """The first registered backend that tunes on this device type."""
+    for name in CODEGEN_BACKENDS:
+        if get_backend(name).tunes_on == device_type:
+            return name
+    raise ConfigError(f"backend: no registered backend tunes on a {device_type} device")

@@ -84,9 +84,9 @@ def _umask() -> int:
 def test_each_backend_says_where_it_tunes():
     """dsc tune reads the registry: the default backend is the first that tunes on this
     device, and a backend asked to tune elsewhere says why, in its own words."""
-    from dsc.cli.tune import _default_backend
-    from dsc.codegen.backend import get_backend
+    from dsc.codegen.backend import default_backend, get_backend
 
     assert (get_backend("triton").tunes_on, get_backend("tvm").tunes_on) == ("cuda", "cpu")
-    assert _default_backend("cuda") == "triton" and _default_backend("cpu") == "tvm"
+    assert default_backend("cuda") == "triton" and default_backend("cpu") == "tvm"
+    assert get_backend("triton").runs_on == ("cuda", "cpu") and get_backend("tvm").runs_on == ("cpu",)
     assert "CUDA" in get_backend("triton").tune_elsewhere and "--device cpu" in get_backend("tvm").tune_elsewhere

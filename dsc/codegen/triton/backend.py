@@ -31,6 +31,6 @@ def emit(layers, target: str) -> Sources:
     return Sources(files, {"kernels": kernels}, f"{len(kernels)} kernel launches, {len(files)} sources")
 
 
-BACKEND = Backend("triton", KERNELS, emit, tunes_on="cuda", tune_elsewhere=(
+BACKEND = Backend("triton", KERNELS, emit, runs_on=("cuda", "cpu"), tunes_on="cuda", tune_elsewhere=(
     "times kernels on a CUDA device, and this run has none (Triton's CPU interpreter checks correctness, it "
     "cannot time); on a CPU, --backend tvm tunes the llvm schedules"))

@@ -44,6 +44,7 @@ def emit(layers, target: str) -> Sources:
                    f"{len(files)} CUDA sources (sm_{arch}), {n_kernels} kernels")
 
 
-BACKEND = Backend("tvm", KERNELS, emit, prepare, tunes_on="cpu", tune_elsewhere=(
+BACKEND = Backend("tvm", KERNELS, emit, prepare, runs_on=("cpu",), run_elsewhere=(
+    "its CUDA kernels run from `dsc compile` artifacts: `dsc run --artifacts`"), tunes_on="cpu", tune_elsewhere=(
     "tunes the llvm schedules on the CPU (--device cpu); the tvm backend's CUDA kernels run from `dsc compile` "
     "artifacts with their default schedules"))
