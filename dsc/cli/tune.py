@@ -1,8 +1,9 @@
 """`dsc tune`: search the tunable kernels' configs for a model on this machine.
 
-Each backend says where it tunes (dsc.codegen.backend: tunes_on). The triton backend is tuned on a CUDA card (tile sizes, warps, pipeline stages, split
-factors, pruned by the card's shared memory and registers, timed with CUDA events);
-the tvm backend's llvm schedules on the CPU. Results are written after every kernel
+Each backend says where it tunes (dsc.codegen.backend: tunes_on). The triton backend
+is tuned on a CUDA card (tile sizes, warps, pipeline stages, split factors, pruned by
+the card's shared memory and registers, timed with CUDA events); the tvm backend's llvm
+schedules on the CPU. Results are written after every kernel
 to one JSON file per device name, <device>.json in the user directory
 ($DSC_TUNED_DIR, else $XDG_CACHE_HOME/dsc/tuned, else ~/.cache/dsc/tuned) or --out,
 readable by every user; the runtime reads it before the files shipped in
@@ -36,11 +37,11 @@ def _ints(text: str | None, flag: str, default: tuple[int, ...]) -> tuple[int, .
 
 def _setup(args):
     here = "cuda" if torch.cuda.is_available() else "cpu"
-    name = args.backend or default_backend(resolve_device(args.device).type if args.device else here)
+    asked = resolve_device(args.device) if args.device else None
+    name = args.backend or default_backend(asked.type if asked else here)
     chosen = get_backend(name)
-    if args.device:
-        device = resolve_device(args.device)
-    else:  # where the backend tunes, if this machine has it (every machine has a CPU)
+    device = asked
+    if device is None:  # where the backend tunes, if this machine has it (every machine has a CPU)
         device = resolve_device(chosen.tunes_on) if chosen.tunes_on in (here, "cpu") else None
     if device is None or chosen.tunes_on != device.type:
         raise TuningError(f"dsc tune --backend {name} {chosen.tune_elsewhere or 'has nothing to tune'}")

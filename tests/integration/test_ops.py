@@ -15,7 +15,7 @@ from dsc import Config
 from dsc.eager.moe import _gate, gate_from_logits
 from dsc.errors import InputError
 from strategies import SOME, LAYOUTS, as_layout, configs, layouts, poison, poisoned_rows, seeds
-from util import BF16_TOL, F32_TOL, assert_close
+from util import BF16_TOL, COMPILED_BACKENDS, F32_TOL, assert_close
 
 pytest.importorskip("triton")
 # opcheck's schema test compares inputs before and after with torch.allclose, which
@@ -122,22 +122,11 @@ def plain_attention(q, k, v, lens, scale, causal=True):
     return out, s.logsumexp(-1)
 
 
-def on(backend: str) -> str:
-    """The backend a numerics test runs the op on (each runs on every backend)."""
-    if backend == "tvm":
-        pytest.importorskip("tvm")
-    return backend
-
-
-BACKENDS = ("triton", "tvm")
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @given(seed=seeds, batch=st.integers(1, 3), tokens=st.integers(1, 2), heads=st.sampled_from([1, 4, 16]),
        page=st.sampled_from([1, 16, 64]), causal=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]),
        data=st.data())
 def test_mla_decode_matches_plain_attention(backend, seed, batch, tokens, heads, page, causal, dtype, data):
-    on(backend)
     g = _gen(seed)
     dv, dk = 16, 24
     pages = -(-70 // page)
@@ -157,11 +146,10 @@ def test_mla_decode_matches_plain_attention(backend, seed, batch, tokens, heads,
     assert_close(lse[held], ref_lse[held], 1e-5 if dtype == torch.float32 else 1e-3, f"mla_decode lse on {backend}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @given(seed=seeds, batch=st.integers(1, 3), tokens=st.integers(1, 5), heads=st.sampled_from([1, 3]),
        hk=st.sampled_from([1, "H"]), dtype=st.sampled_from([torch.float32, torch.bfloat16]), data=st.data())
 def test_mla_prefill_matches_plain_attention(backend, seed, batch, tokens, heads, hk, dtype, data):
-    on(backend)
     g = _gen(seed)
     keys = 12
     lens = data.draw(st.lists(st.integers(tokens, keys), min_size=batch, max_size=batch))
@@ -266,11 +254,10 @@ def test_fp8_quant_round_trips_within_e4m3_precision(seed, shape, block):
     assert torch.allclose(back.abs().amax(), x.abs().amax())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
 @given(seed=seeds, m=st.integers(1, 9), act_quant=st.booleans(), block=st.sampled_from([16, 32]),
        dtype=st.sampled_from([torch.float32, torch.bfloat16]))
 def test_fp8_gemm_matches_dequantized_linear(backend, seed, m, act_quant, block, dtype):
-    on(backend)
     g = _gen(seed)
     x = torch.randn(2, m, 40, generator=g).to(dtype)
     wq, ws = ops.fp8_quant(torch.randn(24, 40, generator=g), block, block)

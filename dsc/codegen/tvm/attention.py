@@ -175,12 +175,8 @@ def _paged_attention(q, cache, table, lengths, scale, v_dim, *, len_offset, caus
     batch, tokens, heads, dk = q.shape
     o, lse = paged_mla_attention(q.reshape(batch, 1, tokens * heads, dk), cache, table, lengths, scale, v_dim,
                                  len_offset=len_offset, fp8_group=fp8_group)
-    o = o.view(batch, tokens, heads, v_dim)
     lse = lse.view(batch, tokens, heads).transpose(1, 2).contiguous()
-    if out is None:
-        return o, lse
-    out.copy_(o)
-    return out, lse
+    return deliver(o.view(batch, tokens, heads, v_dim), out), lse
 
 
 @KERNELS.lists("attention")
