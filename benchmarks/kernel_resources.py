@@ -16,40 +16,9 @@ import argparse
 import glob
 import json
 import os
-import re
-import subprocess
 import sys
 
-_USAGE = {
-    "registers": re.compile(r"Used (\d+) registers"),
-    "stack_bytes": re.compile(r"(\d+) bytes stack frame"),
-    "spill_store_bytes": re.compile(r"(\d+) bytes spill stores"),
-    "spill_load_bytes": re.compile(r"(\d+) bytes spill loads"),
-}
-
-
-def ptxas_usage(text: str) -> dict:
-    """Registers, stack and spills from `ptxas -v` output (one function)."""
-    out = {}
-    for key, pattern in _USAGE.items():
-        found = pattern.search(text)
-        out[key] = int(found.group(1)) if found else None
-    return out
-
-
-def tensor_core(ptx: str) -> str:
-    if "wgmma.mma_async" in ptx:
-        return "wgmma"
-    if re.search(r"\bmma\.sync\b", ptx):
-        return "mma.sync"
-    return "none"
-
-
-def ptxas_path(arch: int) -> str:
-    """The ptxas Triton itself compiles this arch with (newer Trittons pick per arch)."""
-    from triton.backends.nvidia.compiler import get_ptxas
-
-    return get_ptxas(arch).path
+from dsc.codegen.triton.resources import ptx_usage, tensor_core
 
 
 def scan(cache_dir: str) -> list[dict]:
@@ -65,10 +34,7 @@ def scan(cache_dir: str) -> list[dict]:
         arch = int(meta["target"]["arch"])
         with open(ptx_path) as f:
             ptx = f.read()
-        sm = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
-        done = subprocess.run([ptxas_path(arch), f"-arch={sm}", "-v", ptx_path, "-o", os.devnull],
-                              capture_output=True, text=True)
-        usage = ptxas_usage(done.stderr + done.stdout) if done.returncode == 0 else {k: None for k in _USAGE}
+        usage = ptx_usage(ptx, arch)
         records.append({"name": meta["name"], "arch": arch, "num_warps": meta.get("num_warps"),
                          "num_stages": meta.get("num_stages"), "shared_bytes": meta.get("shared"), **usage,
                          "tensor_core": tensor_core(ptx), "triton": meta.get("triton_version")})

@@ -12,26 +12,33 @@ from dsc.errors import DscError
 from dsc.executor.executor import Executor
 from dsc.ir.interpreter import concrete
 from dsc.ir.types import sym, to_torch
+from dsc.runtime.device import REFERENCE_CARDS
 
 
-def launch_jobs(graph, env: dict) -> list[tuple]:
+def launch_jobs(graph, env: dict, arch: str = "sm90") -> list[tuple]:
     """(spec, signature, constexprs, options) of every kernel a call of graph at the sizes env
-    (symbol or its name -> int) launches, options holding the arguments that call passes
-    ("args" and "kwargs" of compile_all) and constexprs the GPU's choices (each KernelSpec's gpu):
-    the call runs with its kernel launches recorded, not run, on placeholder tensors of
-    those sizes (int inputs zero: valid page, length and expert ids), so strides, views
-    and workspace offsets are the real ones. What the sm_80/sm_90 compile check compiles,
-    specialized as Triton's JIT specializes the launch."""
+    (symbol or its name -> int) launches on arch's reference card (REFERENCE_CARDS: the
+    tiles, splits, warps and stages a launch there chooses, tuned or default), options
+    holding the arguments that call passes ("args" and "kwargs" of compile_all, num_warps
+    and num_stages): the call runs with its kernel launches recorded, not run, on
+    placeholder tensors of those sizes (int inputs zero: valid page, length and expert
+    ids), so strides, views and workspace offsets are the real ones. What the sm_80/sm_90
+    compile check and the resource report compile, specialized as Triton's JIT
+    specializes the launch."""
     env = {sym(k) if isinstance(k, str) else k: v for k, v in env.items()}
 
-    def placeholder(n):
+    def placeholder(n, device="cpu"):
         shape, dt = [concrete(d, env) for d in n.shape], to_torch(n.dtype)
-        return torch.empty(shape, dtype=dt) if dt.is_floating_point else torch.zeros(shape, dtype=dt)
+        return (torch.empty(shape, dtype=dt, device=device) if dt.is_floating_point or device == "meta"
+                else torch.zeros(shape, dtype=dt))
 
+    # weights only reach kernels, which record them: on the meta device they take no memory
+    # (V3's 256 experts are 22 GB in bf16), and their address counts as 16-byte aligned, as
+    # an allocator's is
     leaves = [n for n in graph.nodes() if n.op in ("input", "param")]
     inputs = {n.name: placeholder(n) for n in leaves if n.op == "input"}
-    params = {n.name: placeholder(n) for n in leaves if n.op == "param"}
-    params.update({name: placeholder(n) for name, n in graph.folds})
+    params = {n.name: placeholder(n, "meta") for n in leaves if n.op == "param"}
+    params.update({name: placeholder(n, "meta") for name, n in graph.folds})
     jobs = []
 
     def hook(grp, values, env, launch):
@@ -41,11 +48,12 @@ def launch_jobs(graph, env: dict) -> list[tuple]:
         if [job[0].name for job in found] != [spec.name for spec, _, _ in made]:
             raise DscError(f"group {grp.kind}: compile_jobs lists {[job[0].name for job in found]}, the launch ran "
                            f"{[spec.name for spec, _, _ in made]}")
-        for (spec, sig, const), (_, args, kwargs) in zip(found, made):
-            gpu = {k: v for k, v in const.items() if k in spec.gpu}
-            jobs.append((spec, sig, gpu, {"args": list(args), "kwargs": kwargs}))
+        for (spec, sig, _), (_, args, kwargs) in zip(found, made):
+            kwargs = dict(kwargs)
+            launch = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
+            jobs.append((spec, sig, {}, {"args": list(args), "kwargs": kwargs, **launch}))
         return out
 
-    with recorded_launches() as launches:
+    with recorded_launches(gpu=REFERENCE_CARDS[arch]) as launches:
         Executor(graph, BACKEND.lower, BACKEND.kinds)(inputs, params, hook=hook)
     return jobs

@@ -25,6 +25,19 @@ class DeviceInfo:
         """sm80, sm90, ... for CUDA; "cpu" otherwise."""
         return f"sm{self.capability[0]}{self.capability[1]}" if self.capability else "cpu"
 
+    @property
+    def type(self) -> str:
+        """"cuda" or "cpu", as torch.device.type: launchers ask either the same way."""
+        return self.kind
+
+
+# The card a launch's choices are made for when none is present (the sm_80/sm_90 compile
+# check and resource report record launches "as on" these): each arch's usual datacenter part
+REFERENCE_CARDS = {
+    "sm90": DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0)),
+    "sm80": DeviceInfo("cuda", "NVIDIA A100-SXM4-80GB", (8, 0)),
+}
+
 
 def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo), else what platform knows."""
@@ -74,22 +87,35 @@ ARCH_LIMITS = {
 
 
 def limits_for(device: torch.device | str | DeviceInfo) -> Limits:
-    """The limits of a CUDA device (read from it), of an arch name such as "sm90", or
-    of this CPU (no shared memory: only CPU schedules are searched there)."""
+    """The limits of a CUDA device (read from it), of an arch name such as "sm90" or a
+    described card (a DeviceInfo: its arch's published figures), or of this CPU (no
+    shared memory: only CPU schedules are searched there)."""
     if isinstance(device, str) and device in ARCH_LIMITS:
         return ARCH_LIMITS[device]
+    if isinstance(device, DeviceInfo) and device.kind == "cuda":
+        return ARCH_LIMITS.get(device.arch, ARCH_LIMITS["sm80"])
     info = device if isinstance(device, DeviceInfo) else detect(device)
     if info.kind != "cuda":
         return Limits("cpu", 0, os.cpu_count() or 1)
     base = ARCH_LIMITS.get(info.arch, ARCH_LIMITS["sm80"])
     try:
-        props = torch.cuda.get_device_properties(torch.device(device) if not isinstance(device, DeviceInfo)
-                                                 else "cuda")
+        props = torch.cuda.get_device_properties(torch.device(device))
         return Limits(info.arch, int(getattr(props, "shared_memory_per_block_optin", base.smem_per_block)),
                       int(props.multi_processor_count), regs_per_sm=int(getattr(props, "regs_per_multiprocessor",
                                                                                   base.regs_per_sm)))
     except (RuntimeError, AssertionError):
         return base
+
+
+_LIMITS: dict[str, Limits] = {}
+
+
+def device_limits(device: torch.device | DeviceInfo) -> Limits:
+    """limits_for, memoized: launchers ask on every launch (their tiles follow the arch)."""
+    key = str(device)
+    if key not in _LIMITS:
+        _LIMITS[key] = limits_for(device)
+    return _LIMITS[key]
 
 
 def library_versions() -> dict[str, str]:

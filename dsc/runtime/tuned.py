@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Mapping
 import torch
 
 from dsc.errors import DscError
-from dsc.runtime.device import DeviceInfo, Limits, detect, limits_for, slug
+from dsc.runtime.device import DeviceInfo, Limits, detect, device_limits, slug
 
 if TYPE_CHECKING:  # the search space asks this module for its tuned configs; only its type is named here
     from dsc.runtime.search_space import Space
@@ -238,21 +238,11 @@ def problems_line(table: TunedTable, then: str, shown: int = 3) -> str | None:
             + (f"; and {more} more" if more > 0 else ""))
 
 
-_LIMITS: dict[str, Limits] = {}
-
-
 def lookup(space, dtype: str, shape: Shape, device):
     """The tuned config nearest shape for space's kernel on device, or None (no file, no
     entry for it, or one this code cannot launch)."""
     table = table_for(device)
-    return table.lookup(space, dtype, shape, _limits(device)) if table is not None else None
-
-
-def _limits(device) -> Limits:
-    key = str(device)
-    if key not in _LIMITS:
-        _LIMITS[key] = limits_for(device)
-    return _LIMITS[key]
+    return table.lookup(space, dtype, shape, device_limits(device)) if table is not None else None
 
 
 def user_dir() -> str:

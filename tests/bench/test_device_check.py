@@ -12,23 +12,6 @@ import pytest
 from util import clean_env, installed
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-import kernel_resources  # noqa: E402
-
-PTXAS = """ptxas info    : Compiling entry function 'k' for 'sm_90a'
-ptxas info    : Function properties for k
-    632 bytes stack frame, 748 bytes spill stores, 880 bytes spill loads
-ptxas info    : Used 255 registers, used 1 barriers, 632 bytes cumulative stack size
-"""
-
-
-def test_ptxas_report_and_tensor_core_instruction_are_read():
-    assert kernel_resources.ptxas_usage(PTXAS) == {"registers": 255, "stack_bytes": 632, "spill_store_bytes": 748,
-                                                   "spill_load_bytes": 880}
-    assert kernel_resources.ptxas_usage("ptxas info : Used 40 registers")["spill_store_bytes"] is None
-    assert kernel_resources.tensor_core("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16") == "wgmma"
-    assert kernel_resources.tensor_core("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") == "mma.sync"
-    assert kernel_resources.tensor_core("ld.global.v4.b32 {%r1, %r2, %r3, %r4}, [%rd1];") == "none"
 
 
 @pytest.mark.skipif(not installed("triton"), reason="needs triton")

@@ -15,7 +15,7 @@ from hypothesis import given, strategies as st
 
 from dsc.codegen.triton import fp8_gemm, fused_moe, gemm, paged_attention
 from dsc.runtime import tuned
-from dsc.runtime.device import ARCH_LIMITS, DeviceInfo, Limits
+from dsc.runtime.device import ARCH_LIMITS, REFERENCE_CARDS, DeviceInfo, Limits
 from dsc.runtime.search_space import Call, Space, trial
 from dsc.runtime.tuned import TunedTable, TuningError, parse_key, shape_key
 from dsc.tune import search
@@ -41,8 +41,8 @@ def _smem(space: Space, c: dict, s: dict) -> int:
     if space.kernel == "triton.gemm":
         return c["num_stages"] * (c["BLOCK_M"] * c["BLOCK_K"] + c["BLOCK_K"] * c["BLOCK_N"]) * s["itemsize"]
     if space.kernel == "triton.paged_attention":
-        bm = max(16, min(32, 1 << (s["rows"] - 1).bit_length()))
-        return max(2, c["num_stages"]) * 16 * s["dk"] * s["itemsize"] + bm * s["dk"] * s["itemsize"]
+        return (max(2, c["num_stages"]) * c["BLOCK_N"] * s["dk"] * s["itemsize"]
+                + c["BLOCK_M"] * s["dk"] * s["itemsize"])
     if space.kernel == "triton.grouped_gemm":
         return c["num_stages"] * (16 * c["BLOCK_K"] * s["itemsize"] + 2 * c["BLOCK_K"] * c["BLOCK_N"] * s["itemsize"])
     return c["num_stages"] * (c["BLOCK_M"] * 128 * s["itemsize"] + 128 * c["BLOCK_N"])
@@ -142,7 +142,7 @@ def fake_device(tmp_path, monkeypatch):
 def test_selection_by_device_name_nearest_bucket_and_fallback(fake_device, monkeypatch, caplog):
     dev, path = fake_device
     space = _space()
-    monkeypatch.setattr(tuned, "_limits", lambda device: Limits("sm90", 1 << 20, 132))
+    monkeypatch.setattr(tuned, "device_limits", lambda device: Limits("sm90", 1 << 20, 132))
     t = TunedTable(dev.name)
     t.put(space.kernel, "bfloat16", "M=1,N=128", {"config": {"BLOCK": 16, "warps": 8}})
     t.put(space.kernel, "bfloat16", "M=256,N=128", {"config": {"BLOCK": 64, "warps": 4}})
@@ -175,7 +175,7 @@ def _file(path, entries) -> None:
 def test_malformed_entries_warn_once_naming_file_and_entry_and_fall_back(fake_device, monkeypatch, caplog):
     dev, path = fake_device
     space = _space()
-    monkeypatch.setattr(tuned, "_limits", lambda device: Limits("sm90", 1 << 20, 132))
+    monkeypatch.setattr(tuned, "device_limits", lambda device: Limits("sm90", 1 << 20, 132))
     good = {"config": {"BLOCK": 64, "warps": 8}}
     _file(path, {space.kernel: {"bfloat16": {
         "M=1,N=128": good,
@@ -239,7 +239,7 @@ def test_the_user_directory_and_its_precedence_over_the_shipped_files(tmp_path, 
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     monkeypatch.setattr(tuned, "SHIPPED_DIR", str(shipped))
-    monkeypatch.setattr(tuned, "_limits", lambda device: Limits("sm90", 1 << 20, 132))
+    monkeypatch.setattr(tuned, "device_limits", lambda device: Limits("sm90", 1 << 20, 132))
     assert tuned.search_dirs() == [str(tmp_path / "mine"), str(shipped)]
     space, dev = _space(), DeviceInfo("cuda", "Fake GPU 9000", (9, 0))
     _file(shipped / "fake-gpu-9000.json", {space.kernel: {"bfloat16": {
@@ -364,7 +364,8 @@ def _jobs_at(space: Space, config: dict) -> tuple:
         divisible = ("q_ptr", "cache_ptr", "table_ptr", "lens_ptr", "mid_o_ptr", "mid_lse_ptr", "stride_qb",
                      "stride_qt", "stride_qh")
     elif space.kernel == "triton.grouped_gemm":  # gate + up with SiLU
-        (spec, sig, const), unit = fused_moe.signature("bf16")[1], ()
+        (spec, sig, const), unit = next(job for job in fused_moe.signature("bf16")
+                                        if job[0].name == "grouped_gemm" and job[2]["SWIGLU"]), ()
         divisible = ("a_ptr", "wg_ptr", "wu_ptr", "out_ptr", "sam", "swe", "swn", "N", "K")
     else:
         (spec, sig, const), unit = fp8_gemm.signature("bf16", act_quant=True)[0], ()
@@ -384,8 +385,7 @@ def test_candidates_compile_for_sm90_within_its_shared_memory(space):
     shape = _shape_for(space, 4096 if space.kernel != "triton.paged_attention" else 64, 2)
     limits = ARCH_LIMITS["sm90"]
     cands = sorted(space.candidates(shape, limits), key=lambda c: _smem(space, c, shape))
-    picks = [space.default(shape, torch.device("cuda")) if space.kernel != "triton.paged_attention"
-             else {"splits": 8, "num_warps": 4, "num_stages": 2}] + cands[-2:]
+    picks = [space.default(shape, REFERENCE_CARDS["sm90"])] + cands[-2:]
     results = compile_all([_jobs_at(space, c) for c in picks], 90)
     for cfg, res in zip(picks, results):
         assert res["cubin_bytes"] > 0 and ".target sm_90" in res["ptx"], cfg

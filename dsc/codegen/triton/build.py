@@ -20,7 +20,7 @@ import torch
 from dsc.codegen.triton.interpreter import use_interpreter
 from dsc.errors import DscError
 from dsc.runtime.cache import KernelCache, cache_key
-from dsc.runtime.device import detect, library_versions
+from dsc.runtime.device import DeviceInfo, detect, library_versions
 from dsc.runtime.loader import load_module
 
 
@@ -29,10 +29,9 @@ class KernelSpec:
     name: str  # the @triton.jit function in the source
     source: str
     grid: str = ""  # the launch grid rule, for the manifest
-    # constexprs the launcher picks by device (tiles, splits, float32 dots for the interpreter): the
-    # compile check (dsc/executor/launches.py) takes these from the listing, at GPU values, and every
-    # other argument from the recorded launch
-    gpu: tuple[str, ...] = ()
+    # the constexpr holding the row count of its tl.dot tiles, for the resource gate
+    # (dsc/codegen/triton/resources.py): None for a kernel without tensor-core dots
+    dot_rows: str | None = None
 
 
 # IR dtype -> Triton's signature type
@@ -161,6 +160,7 @@ def load_kernel(spec: KernelSpec, device: torch.device | str = "cpu"):
 
 
 _recording: list | None = None
+_recording_for: DeviceInfo | None = None
 
 
 @dataclass
@@ -173,16 +173,27 @@ class _Recorder:
 
 
 @contextlib.contextmanager
-def recorded_launches():
+def recorded_launches(gpu: DeviceInfo | None = None):
     """Inside the block, kernel launches are recorded as (spec, args, kwargs) into the
     list it yields instead of running (outputs stay unwritten): the real arguments of a
-    call, from which compile_all specializes a kernel as Triton's JIT does at launch."""
-    global _recording
-    outer, _recording = _recording, []
+    call, from which compile_all specializes a kernel as Triton's JIT does at launch.
+    With gpu (a described card, e.g. REFERENCE_CARDS["sm90"]) every launcher makes its
+    choices (tiles, splits, warps, stages, tensor-core dots) for that card, though the
+    tensors are on the CPU: what a launch there would pass."""
+    global _recording, _recording_for
+    outer = _recording, _recording_for
+    _recording, _recording_for = [], gpu
     try:
         yield _recording
     finally:
-        _recording = outer
+        _recording, _recording_for = outer
+
+
+def choosing_for(t: torch.Tensor) -> torch.device | DeviceInfo:
+    """The device a launch on t makes its choices for: t's own, or the card launches are
+    being recorded for. Its .type ("cuda"/"cpu") is what launchers branch on; tensors are
+    still allocated on t.device."""
+    return _recording_for if _recording is not None and _recording_for is not None else t.device
 
 
 _COMPILE = """
@@ -214,8 +225,9 @@ def specialize(fn, args, kwargs, constexprs, options):
     kwargs = {**dict(zip(fn.arg_names, map(value, args))), **{k: value(v) for k, v in kwargs.items()},
               **constexprs, **options}
     bound, specialization, opts = create_function_from_signature(fn.signature, fn.params, backend)(**kwargs)
+    given = {p.name: kwargs.get(p.name, p.default) for p in fn.params if p.is_constexpr}
     opts, signature, constexprs, attrs = fn._pack_args(backend, kwargs, bound, specialization, opts)
-    return ASTSource(fn, signature, constexprs, attrs), opts.__dict__
+    return ASTSource(fn, signature, constexprs, attrs), opts.__dict__, given
 
 
 done = {}
@@ -227,16 +239,19 @@ for i, (path, name, signature, constexprs, options) in enumerate(jobs):
     args, kwargs, divisible = options.pop("args", None), options.pop("kwargs", {}), options.pop("divisible", [])
     try:
         if args is not None:
-            src, options = specialize(fn, args, kwargs, constexprs, options)
+            src, options, given = specialize(fn, args, kwargs, constexprs, options)
         else:  # a signature as given, with the arguments named as multiples of 16
             attrs = {(fn.arg_names.index(a),): backend.parse_attr("D") for a in divisible}
-            src = ASTSource(fn, signature, constexprs=constexprs, attrs=attrs)
+            src, given = ASTSource(fn, signature, constexprs=constexprs, attrs=attrs), dict(constexprs)
         key = repr((path, name, src.signature, src.constants, src.attrs, sorted(options.items())))
         if key not in done:  # launches the JIT would serve from one compiled kernel
             compiled = triton.compile(src, target=target, options=options)
             named = {fn.arg_names[p[0]]: a for p, a in src.attrs.items() if len(p) == 1}
             done[key] = {"ptx": compiled.asm["ptx"], "cubin_bytes": len(compiled.asm["cubin"]),
-                         "shared": compiled.metadata.shared, "specialized": {
+                         "shared": compiled.metadata.shared, "num_warps": compiled.metadata.num_warps,
+                         "num_stages": compiled.metadata.num_stages,
+                         "constants": {k: v for k, v in given.items() if isinstance(v, (bool, int, float, str))},
+                         "specialized": {
                              "constexpr": [p.name for p in fn.params
                                            if not p.is_constexpr and src.signature[p.name] == "constexpr"],
                              "divisible": [a for a, v in named.items()
@@ -250,20 +265,24 @@ for i, (path, name, signature, constexprs, options) in enumerate(jobs):
 
 
 def launch_options(config: dict, device) -> dict:
-    """num_warps and num_stages of a tuned config, for a launch on a GPU (the interpreter takes neither)."""
+    """num_warps and num_stages of a tuned config, for a launch on a GPU (the interpreter
+    takes neither). device: a launch's choosing_for."""
     return {"num_warps": config["num_warps"], "num_stages": config["num_stages"]} if device.type == "cuda" else {}
 
 
-def compile_all(jobs: list[tuple], arch: int) -> list[dict]:
+def compile_all(jobs: list[tuple], arch: int, resources: bool = False) -> list[dict]:
     """Compile each (spec, signature, constexprs[, options]) for CUDA compute capability
     `arch` (80, 90) without a GPU, in one fresh process with the interpreter off (Triton
     fixes the mode at import). options: num_warps, num_stages, and either "args" (with
     "kwargs"), the arguments of a recorded launch (recorded_launches), which Triton's JIT
     specializes as it would at that launch, or "divisible", the arguments of the given
-    signature to take as multiples of 16. constexprs win over recorded values (GPU tile
-    sizes over the recording's). Returns {"ptx", "cubin_bytes", "shared", "specialized":
-    {"constexpr": arguments specialized to constants, "divisible": multiples of 16}} per
-    job; a compile error raises DscError with Triton's message."""
+    signature to take as multiples of 16. constexprs win over recorded values. Returns
+    {"ptx", "cubin_bytes", "shared", "num_warps", "num_stages", "constants" (the constexpr
+    arguments), "specialized": {"constexpr": arguments specialized to constants,
+    "divisible": multiples of 16}} per job, and with resources what ptxas reports
+    ("registers", "stack_bytes", "spill_store_bytes", "spill_load_bytes") and the
+    "tensor_core" instruction the PTX uses (dsc.codegen.triton.resources); a compile
+    error raises DscError with Triton's message."""
     import json
     import subprocess
 
@@ -283,6 +302,11 @@ def compile_all(jobs: list[tuple], arch: int) -> list[dict]:
     for res in results:
         if "error" in res:
             raise DscError(f"Triton could not compile for sm_{arch}: {res['error']}")
+    if resources:
+        from dsc.codegen.triton import resources as usage
+
+        for res, used in zip(results, usage.usages([res["ptx"] for res in results], arch)):
+            res.update(used, tensor_core=usage.tensor_core(res["ptx"]))
     return results
 
 

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, choosing_for, load_kernel, next_pow2, with_helpers
 from dsc.codegen.triton.kernels import KERNELS
 
 SOURCE = '''
@@ -70,7 +70,7 @@ def flash_attention(q_ptr, sqb, sqt, sqh, k_ptr, skb, sks, skh, v_ptr, svb, svs,
     tl.store(lse_ptr + (b * H + h) * T + t, tl.where(lse == float("-inf"), float("inf"), lse), mask=t_ok)
 '''
 
-SPEC = KernelSpec("flash_attention", with_helpers(SOURCE), "(cdiv(T, BLOCK_M), B * H)", gpu=("DOT_F32",))
+SPEC = KernelSpec("flash_attention", with_helpers(SOURCE), "(cdiv(T, BLOCK_M), B * H)", dot_rows="BLOCK_M")
 BLOCK_N = 32
 
 
@@ -93,7 +93,7 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: 
         q, q.stride(0), q.stride(1), q.stride(2), k, k.stride(0), k.stride(1), kh, v, v.stride(0), v.stride(1), vh,
         lengths, len_offset, out, lse, tokens, heads, scale * math.log2(math.e),
         DK=dk, DV=dv, BLOCK_M=bm, BLOCK_N=BLOCK_N, BLOCK_DK=max(16, next_pow2(dk)), BLOCK_DV=max(16, next_pow2(dv)),
-        DOT_F32=q.device.type != "cuda" or q.dtype == torch.float32)
+        DOT_F32=choosing_for(q).type != "cuda" or q.dtype == torch.float32)
     return out, lse
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import (TRITON_TYPES, KernelSpec, choosing_for, launch_options, load_kernel, next_pow2,
+                                      with_helpers)
 from dsc.codegen.triton.kernels import KERNELS
 from dsc.runtime.search_space import Space
 
@@ -49,8 +50,7 @@ def fp8_gemm(a_ptr, sam, w_ptr, s_ptr, c_ptr, M, N, K, KB,
              mask=m_ok[:, None] & n_ok[None, :])
 '''
 
-SPEC = KernelSpec("fp8_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))",
-                  gpu=("BLOCK_M", "BLOCK_N", "DOT_F32"))
+SPEC = KernelSpec("fp8_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))", dot_rows="BLOCK_M")
 
 
 def default_config(shape, device: torch.device) -> dict:
@@ -88,11 +88,12 @@ def fp8_linear(x: torch.Tensor, wq: torch.Tensor, ws: torch.Tensor, *, act_quant
     m = a.shape[0]
     if out is None:
         out = torch.empty(*lead, n, dtype=x.dtype, device=x.device)
-    native = x.device.type == "cuda" and not (x.dtype == torch.float32 and not act_quant)
+    device = choosing_for(x)
+    native = device.type == "cuda" and not (x.dtype == torch.float32 and not act_quant)
     shape = {"M": m, "N": n, "K": k, "block": block, "act_quant": act_quant, "itemsize": x.element_size()}
-    cfg = TUNING.choose(shape, x.dtype, x.device)
+    cfg = TUNING.choose(shape, x.dtype, device)
     bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
-    launch = launch_options(cfg, x.device)
+    launch = launch_options(cfg, device)
     w = wq.contiguous() if act_quant else wq.contiguous().view(torch.uint8)  # weight-only: bytes, decoded
     if m and n:
         load_kernel(SPEC, x.device)[(-(-m // bm), -(-n // bn))](

@@ -2,8 +2,10 @@
 
 - moe_align: a counting sort of the N*K (token, expert) slots by expert, each expert's
   run padded to a multiple of the GEMM's row block, padding marked with the sentinel
-  N*K (vLLM's moe_align_block_size). One program: count, exclusive prefix sum, then a
-  stable placement chunk by chunk, so the layout is exactly the reference's.
+  N*K (vLLM's moe_align_block_size, in its parallel form): per-chunk histograms
+  (tl.histogram), one small program's padded prefix sums, then a stable placement per
+  chunk, so the layout is exactly the reference's. No [slots, experts] tile (the
+  one-program version spilled 18 KB per thread at V3's 257 experts), no atomics.
 - grouped_gemm: one program per (row block, column tile); every row of a block belongs
   to one expert, whose weight tile it reads. gate+up runs as two dots sharing the A
   tile with SiLU(gate)*up in the epilogue; down takes the routing weight in its
@@ -19,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import (TRITON_TYPES, KernelSpec, choosing_for, launch_options, load_kernel, next_pow2,
+                                      with_helpers)
 from dsc.codegen.triton.kernels import KERNELS
 from dsc.ir.ops.grouped import EXPERT_BLOCK
 from dsc.runtime.search_space import Space
@@ -30,27 +33,62 @@ import triton.language as tl
 
 
 @triton.jit
-def moe_align(ids_ptr, sorted_ptr, NK, ROWS, E: tl.constexpr, BLOCK: tl.constexpr, CHUNK: tl.constexpr,
-              BLOCK_E: tl.constexpr):
-    e = tl.arange(0, BLOCK_E)
-    c = tl.arange(0, CHUNK)
-    for r0 in range(0, ROWS, CHUNK):
-        tl.store(sorted_ptr + r0 + c, tl.zeros([CHUNK], tl.int32) + NK, mask=r0 + c < ROWS)
-    counts = tl.zeros([BLOCK_E], tl.int32)
-    for s0 in range(0, NK, CHUNK):
-        x = tl.load(ids_ptr + s0 + c, mask=s0 + c < NK, other=-1).to(tl.int32)
-        counts += tl.sum((x[None, :] == e[:, None]).to(tl.int32), axis=1)
-    padded = (counts + BLOCK - 1) // BLOCK * BLOCK
-    cursor = tl.cumsum(padded, axis=0) - padded  # each expert's first row
-    tl.debug_barrier()  # the sentinel fill lands before the placement
-    for s0 in range(0, NK, CHUNK):
+def moe_align_count(ids_ptr, sorted_ptr, counts_ptr, NK, ROWS, FILL, E: tl.constexpr, BINS: tl.constexpr,
+                    CHUNK: tl.constexpr, SUB: tl.constexpr):
+    """Program p: the sentinel into its FILL rows of the layout, and the expert histogram of
+    its CHUNK slots into counts[p] (bin E and up: ids outside 0..E-1 and the masked tail,
+    never placed)."""
+    p = tl.program_id(0)
+    c = tl.arange(0, SUB)
+    for r0 in range(p * FILL, tl.minimum(p * FILL + FILL, ROWS), SUB):
+        tl.store(sorted_ptr + r0 + c, tl.zeros([SUB], tl.int32) + NK, mask=(r0 + c < ROWS) & (r0 + c < p * FILL + FILL))
+    counts = tl.zeros([BINS], tl.int32)
+    for s0 in range(p * CHUNK, tl.minimum(p * CHUNK + CHUNK, NK), SUB):
+        x = tl.load(ids_ptr + s0 + c, mask=s0 + c < NK, other=-1)
+        x = tl.where((s0 + c < NK) & (x >= 0) & (x < E), x, E).to(tl.int32)  # the spare bin: no mask (see align)
+        counts += tl.histogram(x, BINS)
+    tl.store(counts_ptr + p * BINS + tl.arange(0, BINS), counts)
+
+
+@triton.jit
+def moe_align_offsets(counts_ptr, PROGRAMS, E: tl.constexpr, BINS: tl.constexpr, BLOCK: tl.constexpr):
+    """Each expert's run padded to BLOCK rows, its first row an exclusive prefix sum; then
+    counts[p] becomes where program p's first slot of each expert goes."""
+    bins = tl.arange(0, BINS)
+    total = tl.zeros([BINS], tl.int32)
+    for p in range(0, PROGRAMS):
+        total += tl.load(counts_ptr + p * BINS + bins)
+    padded = tl.where(bins < E, (total + BLOCK - 1) // BLOCK * BLOCK, 0)
+    cursor = tl.cumsum(padded, axis=0) - padded
+    for p in range(0, PROGRAMS):
+        here = tl.load(counts_ptr + p * BINS + bins)
+        tl.store(counts_ptr + p * BINS + bins, cursor)
+        cursor += here
+
+
+@triton.jit
+def moe_align_place(ids_ptr, sorted_ptr, counts_ptr, NK, E: tl.constexpr, BINS: tl.constexpr, CHUNK: tl.constexpr,
+                    SUB: tl.constexpr):
+    """Program p places its CHUNK slots in order, SUB at a time: a slot goes to its
+    expert's cursor plus the slots of that expert before it in the SUB; the cursors (its
+    row of counts) then advance by the SUB's histogram. Stable, so the layout is exactly
+    the reference's."""
+    p = tl.program_id(0)
+    c = tl.arange(0, SUB)
+    cursor = counts_ptr + p * BINS
+    for s0 in range(p * CHUNK, tl.minimum(p * CHUNK + CHUNK, NK), SUB):
         ok = s0 + c < NK
-        x = tl.load(ids_ptr + s0 + c, mask=ok, other=-1).to(tl.int32)
+        x = tl.load(ids_ptr + s0 + c, mask=ok, other=-1)
+        ok = ok & (x >= 0) & (x < E)
+        x = tl.where(ok, x, E).to(tl.int32)
         earlier = (x[:, None] == x[None, :]) & (c[None, :] < c[:, None])
         rank = tl.sum(earlier.to(tl.int32), axis=1)
-        base = tl.sum(tl.where(x[:, None] == e[None, :], cursor[None, :], 0), axis=1)
+        base = tl.load(cursor + x)
         tl.store(sorted_ptr + base + rank, s0 + c, mask=ok)
-        cursor += tl.sum((x[None, :] == e[:, None]).to(tl.int32), axis=1)
+        tl.debug_barrier()  # every thread read the cursors before they move
+        bins = tl.arange(0, BINS)
+        tl.store(cursor + bins, tl.load(cursor + bins) + tl.histogram(x, BINS))
+        tl.debug_barrier()
 
 
 @triton.jit
@@ -129,23 +167,42 @@ def moe_combine(y_ptr, inv_ptr, out_ptr, H, TOPK: tl.constexpr, BLOCK_H: tl.cons
     tl.store(out_ptr + t * H + h, to_out(acc, out_ptr.dtype.element_ty), mask=h < H)
 '''
 
-ALIGN = KernelSpec("moe_align", with_helpers(SOURCE), "(1,)")
+ALIGN_COUNT = KernelSpec("moe_align_count", with_helpers(SOURCE), "(cdiv(NK, CHUNK),)")
+ALIGN_OFFSETS = KernelSpec("moe_align_offsets", with_helpers(SOURCE), "(1,)")
+ALIGN_PLACE = KernelSpec("moe_align_place", with_helpers(SOURCE), "(cdiv(NK, CHUNK),)")
 GEMM = KernelSpec("grouped_gemm", with_helpers(SOURCE), "(cdiv(ROWS, BLOCK_M), cdiv(N, BLOCK_N))",
-                  gpu=("BLOCK_N", "BLOCK_K", "DOT_F32"))
+                  dot_rows="BLOCK_M")
 INVERSE = KernelSpec("moe_inverse", with_helpers(SOURCE), "(cdiv(ROWS, BLOCK),)")
 COMBINE = KernelSpec("moe_combine", with_helpers(SOURCE), "(N tokens, cdiv(H, BLOCK_H))")
-ALIGN_CHUNK = 128
+ALIGN_CHUNK = 1024  # slots per align program: 36 programs for V3's 4096-token prefill, 1 for a decode batch
+ALIGN_SUB = 64  # slots a program places at once ([SUB, SUB] rank compare: no spills)
+
+
+def align_bins(experts: int) -> int:
+    """Histogram bins: the experts and at least one spare (out-of-range ids and the masked
+    tail; Triton's interpreter counts masked-out elements in bin 0, so no mask is used)."""
+    return next_pow2(experts + 1)
 
 
 @KERNELS.provides
-def align(ids: torch.Tensor, experts: int, block: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """ids [N, K] -> sorted slots [N*K + experts*(block-1)] int32 (sentinel N*K)."""
+def align(ids: torch.Tensor, experts: int, block: int, out: torch.Tensor | None = None, *,
+          chunk: int = ALIGN_CHUNK, sub: int = ALIGN_SUB) -> torch.Tensor:
+    """ids [N, K] -> sorted slots [N*K + experts*(block-1)] int32 (sentinel N*K). Three
+    launches, no atomics: per-chunk expert histograms (and the sentinel fill), the padded
+    prefix sums, a stable placement per chunk. chunk, sub: powers of two, sub <= chunk."""
     nk = ids.numel()
     rows = nk + experts * (block - 1)
     if out is None:
         out = torch.empty(rows, dtype=torch.int32, device=ids.device)
-    load_kernel(ALIGN, ids.device)[(1,)](ids.contiguous(), out, nk, rows, E=experts, BLOCK=block, CHUNK=ALIGN_CHUNK,
-                                         BLOCK_E=next_pow2(experts))
+    programs = max(1, -(-nk // chunk))
+    bins = align_bins(experts)
+    counts = torch.empty(programs * bins, dtype=torch.int32, device=ids.device)
+    ids = ids.contiguous()
+    fill = -(-rows // programs)
+    tiles = {"E": experts, "BINS": bins, "CHUNK": chunk, "SUB": sub}
+    load_kernel(ALIGN_COUNT, ids.device)[(programs,)](ids, out, counts, nk, rows, fill, **tiles)
+    load_kernel(ALIGN_OFFSETS, ids.device)[(1,)](counts, programs, E=experts, BINS=bins, BLOCK=block)
+    load_kernel(ALIGN_PLACE, ids.device)[(programs,)](ids, out, counts, nk, **tiles)
     return out
 
 
@@ -169,8 +226,9 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     shape = {"M": ids.shape[0], "N": n, "K": k, "experts": w_gate.shape[0], "topk": ids.shape[1],
              "block": block, "swiglu": w_up is not None, "fp8": scale_block if fp8 else 0,
              "itemsize": a.element_size()}
-    tuned = TUNING.choose(shape, a.dtype, a.device)
-    cfg = {"BLOCK_N": tuned["BLOCK_N"], "BLOCK_K": tuned["BLOCK_K"], **launch_options(tuned, a.device)}
+    device = choosing_for(a)
+    tuned = TUNING.choose(shape, a.dtype, device)
+    cfg = {"BLOCK_N": tuned["BLOCK_N"], "BLOCK_K": tuned["BLOCK_K"], **launch_options(tuned, device)}
     grid = (-(-rows // block), -(-n // cfg["BLOCK_N"]))
     if rows and n:
         s = scales.contiguous() if fp8 else a
@@ -180,10 +238,11 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
             w_gate, w_up = w_gate.view(torch.uint8), w_up.view(torch.uint8) if w_up is not None else None
         load_kernel(GEMM, a.device)[grid](
             a, a.stride(0), sorted_slots, ids.contiguous(), w_gate, w_up if w_up is not None else w_gate,
-            w_gate.stride(0), w_gate.stride(1), w_gate.stride(2), s, s.stride(0) if fp8 else 0, s.shape[-1] if fp8 else 0, up_offset,
+            w_gate.stride(0), w_gate.stride(1), w_gate.stride(2), s, s.stride(0) if fp8 else 0,
+            s.shape[-1] if fp8 else 0, up_offset,
             route.contiguous() if route is not None else a, out, ids.numel(), rows, n, k, TOPK=ids.shape[1],
             GATHER=gather, SWIGLU=w_up is not None, ROUTE=route is not None, WFP8=fp8, ACT_QUANT=act_quant,
-            BLOCK_M=block, DOT_F32=a.device.type != "cuda" or (a.dtype == torch.float32 and not act_quant), **cfg)
+            BLOCK_M=block, DOT_F32=device.type != "cuda" or (a.dtype == torch.float32 and not act_quant), **cfg)
     return out
 
 
@@ -237,11 +296,16 @@ def signature(dtype: str, experts: int = 257, topk: int = 9, block: int = 16, fp
     def job(spec, sig, const):
         return (spec, {**sig, **{k: "constexpr" for k in const}}, const)
 
-    align_job = job(ALIGN, {"ids_ptr": "*i64", "sorted_ptr": "*i32", "NK": "i32", "ROWS": "i32"},
-                    {"E": experts, "BLOCK": block, "CHUNK": ALIGN_CHUNK, "BLOCK_E": next_pow2(experts)})
+    tiles = {"E": experts, "BINS": align_bins(experts), "CHUNK": ALIGN_CHUNK, "SUB": ALIGN_SUB}
+    align_jobs = [job(ALIGN_COUNT, {"ids_ptr": "*i64", "sorted_ptr": "*i32", "counts_ptr": "*i32", "NK": "i32",
+                                    "ROWS": "i32", "FILL": "i32"}, tiles),
+                  job(ALIGN_OFFSETS, {"counts_ptr": "*i32", "PROGRAMS": "i32"},
+                      {"E": experts, "BINS": align_bins(experts), "BLOCK": block}),
+                  job(ALIGN_PLACE, {"ids_ptr": "*i64", "sorted_ptr": "*i32", "counts_ptr": "*i32", "NK": "i32"}, tiles)]
     wdt = ("fp8e4nv" if act_quant else "u8") if fp8 else dtype
     gemm_sig = {"a_ptr": f"*{dtype}", "sam": "i32", "sorted_ptr": "*i32", "ids_ptr": "*i64",
-                "wg_ptr": f"*{wdt}", "wu_ptr": f"*{wdt}", "swe": "i32", "swn": "i32", "swk": "i32", "s_ptr": "*fp32", "sse": "i32",
+                "wg_ptr": f"*{wdt}", "wu_ptr": f"*{wdt}", "swe": "i32", "swn": "i32", "swk": "i32", "s_ptr": "*fp32",
+                "sse": "i32",
                 "KB": "i32", "UP_OFF": "i32", "route_ptr": "*fp32", "out_ptr": f"*{dtype}", "NK": "i32",
                 "ROWS": "i32", "N": "i32", "K": "i32"}
     common = {"TOPK": topk, "BLOCK_M": block, "BLOCK_N": 64, "BLOCK_K": 128 if fp8 else 64, "WFP8": fp8,
@@ -251,7 +315,7 @@ def signature(dtype: str, experts: int = 257, topk: int = 9, block: int = 16, fp
     inverse = job(INVERSE, {"sorted_ptr": "*i32", "inv_ptr": "*i32", "NK": "i32", "ROWS": "i32"}, {"BLOCK": 1024})
     comb = job(COMBINE, {"y_ptr": "*fp32", "inv_ptr": "*i32", "out_ptr": f"*{dtype}", "H": "i32"},
                {"TOPK": topk, "BLOCK_H": 1024})
-    return [align_job, up, down, inverse, comb]
+    return [*align_jobs, up, down, inverse, comb]
 
 
 @KERNELS.provides("grouped_gemm")
@@ -279,7 +343,7 @@ def _jobs(group) -> list[tuple]:
     fp8 = kind == "grouped_gemm_fp8"
     jobs = signature(TRITON_TYPES[act] if act in TRITON_TYPES else "fp32", experts, ids.shape[1], block, fp8=fp8,
                      act_quant=fp8 and n.attrs["act_quant"])
-    variant = [1] if n.attrs.get("swiglu") else [2]  # gate+up with SiLU, or down with routing weights
-    pick = {"moe_align": [0], "grouped_gemm": variant, "grouped_gemm_fp8": variant, "moe_combine": [3, 4],
-            "moe_experts": [0, 1, 2, 3, 4]}
+    variant = [3] if n.attrs.get("swiglu") else [4]  # gate+up with SiLU, or down with routing weights
+    pick = {"moe_align": [0, 1, 2], "grouped_gemm": variant, "grouped_gemm_fp8": variant, "moe_combine": [5, 6],
+            "moe_experts": [0, 1, 2, 3, 4, 5, 6]}
     return [jobs[i] for i in pick[kind]]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen import contraction
-from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import (TRITON_TYPES, KernelSpec, choosing_for, launch_options, load_kernel, next_pow2,
+                                      with_helpers)
 from dsc.codegen.triton.kernels import KERNELS
 from dsc.runtime.search_space import Space
 
@@ -55,7 +56,7 @@ def batched_gemm(a_ptr, sab, sam, sak, b_ptr, sbb, sbk, sbn, c_ptr, scb, scm, sc
 '''
 
 SPEC = KernelSpec("batched_gemm", with_helpers(SOURCE), "(cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N), batch)",
-                  gpu=("BLOCK_M", "BLOCK_N", "BLOCK_K", "GROUP_M", "DOT_F32"))
+                  dot_rows="BLOCK_M")
 
 
 def default_config(shape, device: torch.device) -> dict:
@@ -88,14 +89,15 @@ def bmm_into(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, config: dict | N
     bt, m, k = a.shape
     n = b.shape[2]
     shape = {"batch": bt, "M": m, "N": n, "K": k, "itemsize": a.element_size()}
-    cfg = config or TUNING.choose(shape, a.dtype, a.device)
+    device = choosing_for(a)
+    cfg = config or TUNING.choose(shape, a.dtype, device)
     meta = {key: v for key, v in cfg.items() if key not in ("num_warps", "num_stages")}
-    launch = launch_options(cfg, a.device)
+    launch = launch_options(cfg, device)
     grid = (-(-m // cfg["BLOCK_M"]) * -(-n // cfg["BLOCK_N"]), bt)
     if m and n and bt:
         load_kernel(SPEC, a.device)[grid](a, a.stride(0), a.stride(1), a.stride(2), b, b.stride(0), b.stride(1),
                                           b.stride(2), c, c.stride(0), c.stride(1), c.stride(2), m, n, k,
-                                          DOT_F32=a.device.type != "cuda" or a.dtype == torch.float32,
+                                          DOT_F32=device.type != "cuda" or a.dtype == torch.float32,
                                           **meta, **launch)
     return c
 

@@ -23,8 +23,10 @@ import math
 
 import torch
 
-from dsc.codegen.triton.build import TRITON_TYPES, KernelSpec, launch_options, load_kernel, next_pow2, with_helpers
+from dsc.codegen.triton.build import (TRITON_TYPES, KernelSpec, choosing_for, launch_options, load_kernel, next_pow2,
+                                      with_helpers)
 from dsc.codegen.triton.kernels import KERNELS
+from dsc.runtime.device import device_limits
 from dsc.runtime.search_space import Space
 
 SOURCE = '''
@@ -74,9 +76,13 @@ def paged_mla_split(q_ptr, stride_qb, stride_qt, stride_qh, cache_ptr, table_ptr
         if FP8_KV:  # kv_pack_fp8 rows: DV e4m3 bytes, DV / GROUP float32 scales, the rope part in bf16
             row = cache_ptr + (page.to(tl.int64) * PAGE + pos % PAGE) * ROW_BYTES
             kq = decode_e4m3(tl.load(row[:, None] + dv[None, :], mask=kv_ok, other=0))
-            ks = tl.load((row + DV).to(tl.pointer_type(tl.float32))[:, None] + dv[None, :] // GROUP, mask=kv_ok,
-                         other=0.0)
-            kv = to_out(kq * ks, q_ptr.dtype.element_ty)
+            # one scale per GROUP columns, [BLOCK_N, DV / GROUP], broadcast through a reshape (a
+            # [BLOCK_N, DV] float32 scale tile spilled 536 B per thread on sm_90)
+            g = tl.arange(0, BLOCK_DV // GROUP)
+            ks = tl.load((row + DV).to(tl.pointer_type(tl.float32))[:, None] + g[None, :],
+                         mask=pos_ok[:, None] & (g[None, :] < DV // GROUP), other=0.0)
+            kv = tl.reshape(tl.reshape(kq, [BLOCK_N, BLOCK_DV // GROUP, GROUP]) * ks[:, :, None], [BLOCK_N, BLOCK_DV])
+            kv = to_out(kv, q_ptr.dtype.element_ty)
             k_pe = tl.load((row + DV + 4 * (DV // GROUP)).to(tl.pointer_type(tl.bfloat16))[:, None] + dr[None, :],
                            mask=pe_ok, other=0.0).to(q_ptr.dtype.element_ty)
         else:
@@ -122,48 +128,59 @@ def paged_mla_combine(mid_o_ptr, mid_lse_ptr, out_ptr, lse_ptr, T, H,
 '''
 
 SPLIT = KernelSpec("paged_mla_split", with_helpers(SOURCE), "(B, cdiv(T * H, BLOCK_M), SPLITS)",
-                   gpu=("SPLITS", "DOT_F32"))
-COMBINE = KernelSpec("paged_mla_combine", with_helpers(SOURCE), "(B * T * H,)", gpu=("SPLITS", "BLOCK_S"))
+                   dot_rows="BLOCK_M")
+COMBINE = KernelSpec("paged_mla_combine", with_helpers(SOURCE), "(B * T * H,)")
 
-BLOCK_N = 16  # cache positions per inner step; pages of 16/64 hold whole steps, page 1 is gathered per row
-
-
-def _block_m(rows: int) -> int:
-    # tl.dot needs M >= 16; past 32 rows the [M, 512] float32 accumulator spills registers
+def default_block_m(rows: int, device) -> int:
+    """Query rows per program. tl.dot needs 16. On Hopper, 64 wherever a row block fills
+    them (eight warps: two warpgroups, each a 64-row wgmma over half of the 512 value
+    columns, FlashMLA's layout); elsewhere at most 32 (past 32 rows of four warps the
+    [BLOCK_M, 512] float32 accumulator spills)."""
+    if device.type == "cuda" and int(device_limits(device).arch.removeprefix("sm")) >= 90 and rows >= 64:
+        return 64
     return max(16, min(32, next_pow2(rows)))
 
 
-def default_splits(batch: int, row_blocks: int, capacity: int, device: torch.device) -> int:
+def default_splits(batch: int, row_blocks: int, capacity: int, block_n: int, device) -> int:
     """Enough programs for two waves of the GPU's SMs; one split on the CPU interpreter,
     where every program costs milliseconds."""
     if device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    want = -(-2 * sms // max(1, batch * row_blocks))
-    return max(1, min(want, -(-capacity // (4 * BLOCK_N)), 64))
+    want = -(-2 * device_limits(device).sms // max(1, batch * row_blocks))
+    return max(1, min(want, -(-capacity // (4 * block_n)), 64))
 
 
-def default_config(shape, device: torch.device) -> dict:
-    row_blocks = -(-shape["rows"] // _block_m(shape["rows"]))
-    return {"splits": default_splits(shape["batch"], row_blocks, shape["context"], device), "num_warps": 4,
-            "num_stages": 2 if device.type == "cuda" else 1}
+def default_config(shape, device) -> dict:
+    cuda = device.type == "cuda"
+    bm = default_block_m(shape["rows"], device)
+    if cuda and bm == 32 and shape["fp8"]:
+        # FP8 rows dequantized beside a 32-row accumulator spilled on sm_80 (752 B per thread
+        # with four warps; eight got 128 registers and spilled more): 16 rows there
+        bm = 16
+    # 32 cache positions a step under a 64-row tile (the K tile is 36 KiB a stage in bf16);
+    # 16 for FP8 rows, dequantized in registers
+    bn = 32 if cuda and bm == 64 and not shape["fp8"] else 16
+    splits = default_splits(shape["batch"], -(-shape["rows"] // bm), shape["context"], bn, device)
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "splits": splits, "num_warps": 8 if bm == 64 else 4,
+            "num_stages": 2 if cuda else 1}
 
 
 def fits(config: dict, shape, limits) -> bool:
     """Pipelined K tiles (at least two) and the q tile in shared memory; the [BLOCK_M, DV] float32
-    accumulator within three quarters of a thread's registers; splits of at least four
-    inner steps each."""
-    bm, dk = _block_m(shape["rows"]), shape["dk"]
+    accumulator within three quarters of a thread's registers; no row tile past the rows;
+    splits of at least four inner steps each."""
+    bm, bn, dk = config["BLOCK_M"], config["BLOCK_N"], shape["dk"]
     item = 1 if shape["fp8"] else shape["itemsize"]
     # Triton keeps two K tiles even unpipelined (measured by compiling for sm_90: 68 KiB
     # at one stage, V3 widths, bf16)
-    smem = max(2, config["num_stages"]) * BLOCK_N * dk * item + bm * dk * shape["itemsize"]
+    smem = max(2, config["num_stages"]) * bn * dk * item + bm * dk * shape["itemsize"]
     acc = bm * next_pow2(shape["dv"]) // (32 * config["num_warps"])
     return (smem <= limits.smem_per_block and acc <= 3 * limits.regs_per_thread // 4
-            and config["splits"] * 4 * BLOCK_N <= max(4 * BLOCK_N, shape["context"]))
+            and bm <= max(16, next_pow2(shape["rows"])) and config["splits"] * 4 * bn <= max(4 * bn, shape["context"]))
 
 
-TUNING = Space("triton.paged_attention", {"splits": (1, 2, 4, 8, 16, 32, 64), "num_warps": (4, 8),
+TUNING = Space("triton.paged_attention", {"BLOCK_M": (16, 32, 64), "BLOCK_N": (16, 32, 64),
+                                          "splits": (1, 2, 4, 8, 16, 32, 64), "num_warps": (4, 8),
                                           "num_stages": (1, 2, 3)},
                bucketed=("batch", "context"), default=default_config, fits=fits)
 
@@ -172,26 +189,29 @@ TUNING = Space("triton.paged_attention", {"splits": (1, 2, 4, 8, 16, 32, 64), "n
 def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch.Tensor, lengths: torch.Tensor,
                         scale: float, v_dim: int, *, len_offset: int = 0, causal: bool = True,
                         num_splits: int | None = None, fp8_group: int | None = None,
-                        out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        out: torch.Tensor | None = None,
+                        config: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """q [B, T, H, DK]; cache [pages, page_size, DK]; block_table [B, P] int32; lengths [B]
     int32 (plus len_offset: the tokens each row holds, new ones included). Returns
     (out [B, T, H, v_dim] in q's dtype, lse [B, H, T] float32, natural log). With
     fp8_group the cache is uint8 rows in kv_pack_fp8's layout (v_dim = its rank),
-    dequantized as they are loaded."""
+    dequantized as they are loaded. config: a TUNING config instead of the tuned or
+    default one (tests draw tiles with it)."""
     fp8 = {} if fp8_group is None else {"FP8_KV": True, "GROUP": fp8_group, "ROW_BYTES": cache.shape[2]}
     batch, tokens, heads, dk = q.shape
     page = cache.shape[1]
     rows = tokens * heads
-    bm = _block_m(rows)
-    row_blocks = -(-rows // bm)
     capacity = block_table.shape[1] * page
     shape = {"batch": batch, "rows": rows, "context": capacity, "page": page, "dk": dk, "dv": v_dim,
              "fp8": fp8_group is not None, "itemsize": q.element_size()}
-    cfg = TUNING.choose(shape, q.dtype, q.device)
+    device = choosing_for(q)
+    cfg = config or TUNING.choose(shape, q.dtype, device)
+    bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+    row_blocks = -(-rows // bm)
     splits = num_splits or cfg["splits"]
-    launch = launch_options(cfg, q.device)
+    launch = launch_options(cfg, device)
     per_split = -(-capacity // splits)
-    split_len = -(-per_split // BLOCK_N) * BLOCK_N  # whole inner steps
+    split_len = -(-per_split // bn) * bn  # whole inner steps
     q = q if q.stride(-1) == 1 else q.contiguous()
     cache = cache.contiguous()
     table = block_table.contiguous()
@@ -200,12 +220,12 @@ def paged_mla_attention(q: torch.Tensor, cache: torch.Tensor, block_table: torch
     if out is None:
         out = torch.empty(batch, tokens, heads, v_dim, dtype=q.dtype, device=q.device)
     lse = torch.empty(batch, heads, tokens, dtype=torch.float32, device=q.device)
-    interpret = q.device.type != "cuda"
+    interpret = device.type != "cuda"
     split = load_kernel(SPLIT, q.device)
     split[(batch, row_blocks, splits)](
         q, q.stride(0), q.stride(1), q.stride(2), cache, table, table.stride(0), lengths, len_offset,
         mid_o, mid_lse, tokens, heads, split_len, scale * math.log2(math.e),
-        DK=dk, DV=v_dim, PAGE=page, SPLITS=splits, BLOCK_M=bm, BLOCK_N=BLOCK_N, BLOCK_DV=max(16, next_pow2(v_dim)),
+        DK=dk, DV=v_dim, PAGE=page, SPLITS=splits, BLOCK_M=bm, BLOCK_N=bn, BLOCK_DV=max(16, next_pow2(v_dim)),
         BLOCK_DR=max(16, next_pow2(dk - v_dim)), CAUSAL=causal, DOT_F32=interpret or q.dtype == torch.float32, **fp8,
         **launch)
     combine = load_kernel(COMBINE, q.device)
@@ -218,13 +238,13 @@ def signature(dtype: str, heads: int = 128, tokens: int = 1, page: int = 64, spl
               fp8_group: int | None = None, row_bytes: int = 656) -> list[tuple]:
     """(spec, signature, constexprs) of both kernels at DeepSeek-V3's widths, for compile
     checks; with fp8_group, over the FP8 cache (rows of row_bytes)."""
-    bm = _block_m(tokens * heads)
+    bm = 64 if tokens * heads >= 64 else max(16, min(32, next_pow2(tokens * heads)))  # sm_90's default_block_m
     split_sig = {"q_ptr": f"*{dtype}", "stride_qb": "i32", "stride_qt": "i32", "stride_qh": "i32",
                  "cache_ptr": "*u8" if fp8_group else f"*{dtype}", "table_ptr": "*i32", "stride_tb": "i32",
                  "lens_ptr": "*i32",
                  "len_offset": "i32", "mid_o_ptr": "*fp32", "mid_lse_ptr": "*fp32", "T": "i32", "H": "i32",
                  "split_len": "i32", "scale_log2": "fp32"}
-    split_const = {"DK": 576, "DV": 512, "PAGE": page, "SPLITS": splits, "BLOCK_M": bm, "BLOCK_N": BLOCK_N,
+    split_const = {"DK": 576, "DV": 512, "PAGE": page, "SPLITS": splits, "BLOCK_M": bm, "BLOCK_N": 16,
                    "BLOCK_DV": 512, "BLOCK_DR": 64, "CAUSAL": True, "DOT_F32": dtype == "fp32",
                    "FP8_KV": fp8_group is not None, "GROUP": fp8_group or 128,
                    "ROW_BYTES": row_bytes if fp8_group else 0}

@@ -72,7 +72,8 @@ def test_unit_strides_are_constants_and_widths_multiples_of_16():
 def test_every_moe_kernel_compiles(arch, passes, tokens):
     moe = MoE(Config.preset("tiny-v3"), dtype=torch.bfloat16, passes=passes)
     found = launch_jobs(moe.graph, {"N": tokens})
-    assert {"moe_router", "moe_align", "grouped_gemm", "moe_combine"} <= {spec.name for spec, *_ in found}
+    assert {"moe_router", "moe_align_count", "moe_align_offsets", "moe_align_place", "grouped_gemm",
+            "moe_combine"} <= {spec.name for spec, *_ in found}
     check(found, compile_all(found, arch), arch)
 
 
