@@ -22,27 +22,37 @@ def mla_decode_env(batch: int, context: int) -> dict:
     return {"B": batch, "T": 1, "NB": batch * pages, "P": pages}
 
 
-def v3_launches(arch: str = "sm90", *, fp8: bool = True) -> list[tuple[str, list[tuple]]]:
-    """(label, launch_jobs) of V3 in bf16 on arch: MLA decode (batch 64, context 4096,
-    page 64) with 128 heads and with 16 (a tensor-parallel rank's), MLA prefill of 4096
-    tokens, MoE at 64 and 4096 tokens; with fp8 the same through the FP8 pipeline."""
-    v3 = Config.preset("deepseek-v3")
+def layer_launches(cfg: Config, arch: str, *, batch: int, context: int, prefill: int, tokens: tuple[int, ...],
+                   pipelines: tuple[str, ...] = ("bf16", "fp8"), heads: tuple[int, ...] | None = None
+                   ) -> list[tuple[str, list[tuple]]]:
+    """(label, launch_jobs) of cfg's layers in bf16 on arch: the MLA decode step (batch rows
+    over context cached tokens, page 64) for each head count in heads (cfg's own by
+    default), the MLA prefill of `prefill` tokens (with cfg's heads), the MoE at each
+    token count; for each pipeline ("bf16": the default passes, "fp8": the FP8 pipeline)."""
     out = []
-    pipelines = [("bf16", "default")] + ([("fp8", FP8)] if fp8 else [])
-    for name, passes in pipelines:
-        for heads in (128, 16):
-            cfg = v3.replace(num_attention_heads=heads)
-            graph = compile_layer(cfg, "mla", passes=passes, target=arch, backend=None, dtype="bf16",
-                                  page_size=PAGE).graph
-            decode = launch_jobs(graph, mla_decode_env(64, 4096), arch)
-            out.append((f"{name} mla decode H={heads} B=64 ctx=4096", decode))
-            if heads == 128:
-                prefill = {"B": 1, "T": 4096, "NB": 4096 // PAGE, "P": 4096 // PAGE}
-                out.append((f"{name} mla prefill T=4096", launch_jobs(graph, prefill, arch)))
-        graph = compile_layer(v3, "moe", passes=passes, target=arch, backend=None, dtype="bf16").graph
-        for tokens in (64, 4096):
-            out.append((f"{name} moe N={tokens}", launch_jobs(graph, {"N": tokens}, arch)))
+    for name in pipelines:
+        passes = FP8 if name == "fp8" else "default"
+        for h in heads or (cfg.num_attention_heads,):
+            graph = compile_layer(cfg.replace(num_attention_heads=h), "mla", passes=passes, target=arch,
+                                  backend=None, dtype="bf16", page_size=PAGE).graph
+            decode = launch_jobs(graph, mla_decode_env(batch, context), arch)
+            out.append((f"{name} mla decode H={h} B={batch} ctx={context}", decode))
+            if h == (heads or (cfg.num_attention_heads,))[0] and prefill:
+                pages = -(-prefill // PAGE)
+                out.append((f"{name} mla prefill T={prefill}",
+                            launch_jobs(graph, {"B": 1, "T": prefill, "NB": pages, "P": pages}, arch)))
+        graph = compile_layer(cfg, "moe", passes=passes, target=arch, backend=None, dtype="bf16").graph
+        for n in tokens:
+            out.append((f"{name} moe N={n}", launch_jobs(graph, {"N": n}, arch)))
     return out
+
+
+def v3_launches(arch: str = "sm90", *, fp8: bool = True) -> list[tuple[str, list[tuple]]]:
+    """layer_launches of V3 on arch: MLA decode (batch 64, context 4096, page 64) with 128
+    heads and with 16 (a tensor-parallel rank's), MLA prefill of 4096 tokens, MoE at 64 and
+    4096 tokens; with fp8 the same through the FP8 pipeline."""
+    return layer_launches(Config.preset("deepseek-v3"), arch, batch=64, context=4096, prefill=4096,
+                          tokens=(64, 4096), pipelines=("bf16", "fp8") if fp8 else ("bf16",), heads=(128, 16))
 
 
 def report(arch: str = "sm90", *, fp8: bool = True) -> dict:

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 
+from dsc.bench.cards import CARDS
 from dsc.errors import DscError
 
 EXIT_BAD_INPUT = 2
@@ -116,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=seed, default=0)
     bench.add_argument("--quick", action="store_true", help="a small roofline measurement (for tests)")
     bench.add_argument("--no-plots", action="store_true", help="JSON only (no matplotlib needed)")
+    bench.add_argument("--traffic", choices=[*CARDS, "all"], default=None, metavar="CARD",
+                       help="the traffic model only, no timing: each Triton kernel's HBM/L2/shared-memory bytes, "
+                            f"FLOPs and bound on CARD ({', '.join(CARDS)} or all), at these shapes, bf16 and FP8; "
+                            "runs without a GPU (on a GPU the model is printed beside the timings anyway)")
     bench.add_argument("--out", default=os.path.join("benchmarks", "results"), metavar="DIR",
                        help="results root: writes DIR/<device>/bench-*.json and PNGs (default benchmarks/results)")
     return parser

@@ -12,11 +12,14 @@ error against dsc.eager in float32.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 
 import torch
 
-from dsc.bench import groups, layers, machine, plots, records
+from dsc.bench import groups, layers, machine, plots, records, traffic
+from dsc.bench.cards import CARDS, card_for
 from dsc.cli import int_list, load_config, output_path
 from dsc.cli.memory import (available_bytes, check_working_memory, human_bytes, memory_needed, mla_working_bytes,
                             moe_working_bytes)
@@ -63,6 +66,8 @@ def _bench(args) -> int:
             raise InputError(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.context is not None and args.context < 1:
         raise InputError(f"--context must be at least 1, got {args.context}")
+    if args.traffic:
+        return _traffic(cfg, args, [CARDS[args.traffic]] if args.traffic != "all" else list(CARDS.values()))
     check_working_memory(_asks(cfg, args, contexts), device)
     info = detect(device)
     dt = str(dtype).removeprefix("torch.")
@@ -89,6 +94,9 @@ def _bench(args) -> int:
             recs += _mla(cfg, module, weights, batch, contexts, args, compare, timer, roof, info.name, dt)
         else:
             recs += _moe(cfg, module, weights, args, compare, timer, roof, info.name, dt)
+    card = card_for(info.name) if device.type == "cuda" and backend == "triton" else None
+    if card is not None:  # the model's bounds beside the timings above
+        _traffic(cfg, args, [card])
     label = f"bench-{slug(cfg.name)}-{backend}-{dt}" + ("" if args.passes == "default" else "-" + slug(args.passes))
     path = records.write(args.out, info.name, label, roof, recs, model=cfg.name, backend=backend,
                          passes=args.passes, skipped=skipped, quick=args.quick)
@@ -107,6 +115,41 @@ def _bench(args) -> int:
     for r in bad:
         print(f"MISMATCH: {r['benchmark']} {r['backend']} rel err {r['rel_err']:.2e} > {r['tolerance']:g}")
     return 1 if bad else 0
+
+
+def _traffic(cfg, args, cards) -> int:
+    """The traffic model's table for cfg's Triton launches at the bench's shapes on each
+    card, and its JSON under <out>/model/<card>/."""
+    from dsc.bench.resources import layer_launches
+
+    context = args.context or max(int_list(args.contexts, "contexts"))
+    for card in cards:
+        launched = layer_launches(cfg, card.arch, batch=args.batch, context=context, prefill=args.prefill,
+                                  tokens=tuple(sorted({args.batch, args.tokens})))
+        rows = traffic.model(launched, card)
+        print(f"traffic model, {cfg.name} on {card.name} ({card.arch}; HBM {card.hbm_gbps:,.0f} GB/s, L2 "
+              f"{card.l2_gbps:,.0f} GB/s assumed, bf16 {card.bf16_tflops:g} TFLOP/s): bounds, not measurements")
+        for where in dict.fromkeys(r["where"] for r in rows):
+            here = [r for r in rows if r["where"] == where]
+            total = sum(r.get("bound_us", 0) for r in here)
+            print(f"  {where}: {total:,.1f} us bound over {sum('bound_us' in r for r in here)} modelled kernels")
+            for r in here:
+                if "bound_us" not in r:
+                    print(f"    {r['kernel'][:30]:30s} {r['programs']:>7} programs  (no model)")
+                    continue
+                print(f"    {r['kernel'][:30]:30s} {r['programs']:>7} programs {r['instruction']:8s} "
+                      f"HBM {r['hbm_bytes'] / 1e6:10.1f} MB  L2 {r['l2_bytes'] / 1e6:10.1f} MB  smem "
+                      f"{r['smem_bytes'] / 1e6:10.1f} MB  {r['flops'] / 1e9:9.2f} GFLOP  {r['bound_us']:10.1f} us "
+                      f"{r['limiter']:12s} ({r['hbm_tbps_at_bound']:.2f} TB/s, {r['tflops_at_bound']:.0f} TFLOP/s)")
+        folder = os.path.join(args.out, "model", slug(card.name))
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"traffic-{slug(cfg.name)}.json")
+        with open(path + ".tmp", "w") as f:
+            json.dump({"card": dataclasses.asdict(card), "model": cfg.name, "batch": args.batch, "context": context,
+                       "prefill": args.prefill, "kernels": rows}, f, indent=1)
+        os.replace(path + ".tmp", path)
+        print(f"wrote {path}")
+    return 0
 
 
 def _asks(cfg, args, contexts: tuple[int, ...]) -> list[tuple[str, str, int]]:

@@ -20,7 +20,7 @@ def launch_jobs(graph, env: dict, arch: str = "sm90") -> list[tuple]:
     (symbol or its name -> int) launches on arch's reference card (REFERENCE_CARDS: the
     tiles, splits, warps and stages a launch there chooses, tuned or default), options
     holding the arguments that call passes ("args" and "kwargs" of compile_all, num_warps
-    and num_stages): the call runs with its kernel launches recorded, not run, on
+    and num_stages), its "grid" and its group's "group" kind: the call runs with its kernel launches recorded, not run, on
     placeholder tensors of those sizes (int inputs zero: valid page, length and expert
     ids), so strides, views and workspace offsets are the real ones. What the sm_80/sm_90
     compile check and the resource report compile, specialized as Triton's JIT
@@ -44,14 +44,17 @@ def launch_jobs(graph, env: dict, arch: str = "sm90") -> list[tuple]:
     def hook(grp, values, env, launch):
         first = len(launches)
         out = launch()
-        found, made = compile_jobs(grp), launches[first:]
-        if [job[0].name for job in found] != [spec.name for spec, _, _ in made]:
-            raise DscError(f"group {grp.kind}: compile_jobs lists {[job[0].name for job in found]}, the launch ran "
-                           f"{[spec.name for spec, _, _ in made]}")
-        for (spec, sig, _), (_, args, kwargs) in zip(found, made):
+        listed, made = {job[0].name: job for job in compile_jobs(grp)}, launches[first:]
+        unlisted = [spec.name for spec, *_ in made if spec.name not in listed]
+        if unlisted:  # what a group may launch is what `dsc compile` builds ahead of time
+            raise DscError(f"group {grp.kind}: launched {unlisted}, which compile_jobs does not list "
+                           f"({sorted(listed)})")
+        for spec, args, kwargs, grid in made:
+            sig = listed[spec.name][1]
             kwargs = dict(kwargs)
-            launch = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
-            jobs.append((spec, sig, {}, {"args": list(args), "kwargs": kwargs, **launch}))
+            chosen = {k: kwargs.pop(k) for k in ("num_warps", "num_stages") if k in kwargs}
+            jobs.append((spec, sig, {}, {"args": list(args), "kwargs": kwargs, **chosen, "grid": grid,
+                                         "group": grp.kind}))
         return out
 
     with recorded_launches(gpu=REFERENCE_CARDS[arch]) as launches:

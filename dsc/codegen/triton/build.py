@@ -169,12 +169,12 @@ class _Recorder:
     launches: list
 
     def __getitem__(self, grid):
-        return lambda *args, **kwargs: self.launches.append((self.spec, args, kwargs))
+        return lambda *args, **kwargs: self.launches.append((self.spec, args, kwargs, tuple(grid)))
 
 
 @contextlib.contextmanager
 def recorded_launches(gpu: DeviceInfo | None = None):
-    """Inside the block, kernel launches are recorded as (spec, args, kwargs) into the
+    """Inside the block, kernel launches are recorded as (spec, args, kwargs, grid) into the
     list it yields instead of running (outputs stay unwritten): the real arguments of a
     call, from which compile_all specializes a kernel as Triton's JIT does at launch.
     With gpu (a described card, e.g. REFERENCE_CARDS["sm90"]) every launcher makes its
@@ -288,7 +288,7 @@ def compile_all(jobs: list[tuple], arch: int, resources: bool = False) -> list[d
 
     payload = []
     for job in jobs:
-        options = dict(job[3]) if len(job) > 3 else {}
+        options = {k: v for k, v in (job[3] if len(job) > 3 else {}).items() if k not in ("grid", "group")}
         if "args" in options:
             options["args"] = [_argument(a) for a in options["args"]]
             options["kwargs"] = {k: _argument(v) for k, v in options.get("kwargs", {}).items()}

@@ -157,9 +157,11 @@ def default_config(shape, device) -> dict:
         # FP8 rows dequantized beside a 32-row accumulator spilled on sm_80 (752 B per thread
         # with four warps; eight got 128 registers and spilled more): 16 rows there
         bm = 16
-    # 32 cache positions a step under a 64-row tile (the K tile is 36 KiB a stage in bf16);
-    # 16 for FP8 rows, dequantized in registers
-    bn = 32 if cuda and bm == 64 and not shape["fp8"] else 16
+    # under a 64-row tile, 64 cache positions a step (FlashMLA's page-sized step: the q tile
+    # both warpgroups re-read each step is amortized over twice the positions of 32; 216 KiB
+    # of shared memory, 255 registers, no spills on sm_90), 32 for FP8 rows dequantized in
+    # registers (254 registers); 16 otherwise
+    bn = (32 if shape["fp8"] else 64) if cuda and bm == 64 else 16
     splits = default_splits(shape["batch"], -(-shape["rows"] // bm), shape["context"], bn, device)
     return {"BLOCK_M": bm, "BLOCK_N": bn, "splits": splits, "num_warps": 8 if bm == 64 else 4,
             "num_stages": 2 if cuda else 1}

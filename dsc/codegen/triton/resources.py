@@ -99,7 +99,7 @@ def problems(record: dict) -> list[str]:
     return out
 
 
-_TILES = ("SPLITS", "CHUNK", "SUB")  # tile-like constexprs not named BLOCK*
+_TILES = ("SPLITS", "SPLIT_K", "CHUNK", "SUB")  # tile-like constexprs not named BLOCK*
 
 
 def _variant(constants: dict, num_warps: int, num_stages: int) -> str:

@@ -1,0 +1,220 @@
+"""The traffic model: for each Triton kernel a layer launches, from the tiles a launch
+on the card's arch chooses (dsc.executor.launches.launch_jobs), the bytes it moves from
+HBM and from L2, the shared-memory bytes its dots read, its FLOPs, and the bound those
+put on its time on a named card (dsc.bench.cards): the largest of bytes / bandwidth and
+FLOPs / peak, over the fraction of the SMs its grid occupies.
+
+What the model assumes, so its figures can be argued with:
+- HBM is read once per distinct byte (the paged cache rows of a batch row, an expert's
+  weights, a GEMM's operands); every re-read (the other query-row blocks over the same
+  cache rows, the other row blocks of an expert over its weights, the other column tiles
+  over the same activation rows) is an L2 read.
+- A dot's operands are read from shared memory by each warp (mma.sync) or warpgroup
+  (wgmma) that needs them: warps are laid along the rows first (16 rows each for
+  mma.sync, 64 per warpgroup for wgmma), the rest along the columns; an operand already in
+  registers (attention's probabilities) is not read. The tile written into shared memory
+  from global memory counts once.
+- The instruction is the one the kernel's design names for its tiles
+  (dsc.codegen.triton.resources.expected_tensor_core; the resource gate checks the PTX
+  has it); FP8 x FP8 dots run at the FP8 peak only as wgmma, on a card with FP8.
+- MoE routing is balanced: the N*K routed slots spread evenly over the experts (the
+  expected number of distinct experts a batch touches, each with an equal share).
+Kernels without a model here (row kernels, the router, the alignment) are listed
+without a bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from dsc.bench.cards import Card
+from dsc.codegen.triton.resources import expected_tensor_core
+
+
+@dataclass
+class Traffic:
+    hbm: float  # bytes
+    l2: float  # bytes read from L2 beyond the HBM bytes
+    smem: float  # bytes
+    flops: float  # executed (padding rows included)
+    fp8: bool = False  # FP8 x FP8 dots
+
+
+def _warps_along(rows: int, warps: int, instr: str) -> tuple[int, int]:
+    """(along the rows, along the columns) of a dot's warps (mma.sync) or warpgroups (wgmma)."""
+    if instr == "wgmma":
+        groups = max(1, warps // 4)
+        along_m = max(1, min(groups, rows // 64))
+        return along_m, groups // along_m
+    along_m = max(1, min(warps, rows // 16))
+    return along_m, warps // along_m
+
+
+def _dot_smem(a_bytes: float, b_bytes: float, rows: int, warps: int, instr: str, a_in_registers: bool = False) -> float:
+    """Shared-memory bytes one step of a dot reads: A by every column warp, B by every row warp."""
+    along_m, along_n = _warps_along(rows, warps, instr)
+    return (0 if a_in_registers else along_n * a_bytes) + along_m * b_bytes
+
+
+def _size(t) -> int:
+    return t.element_size()
+
+
+def batched_gemm(args, c, grid, warps, instr) -> Traffic:
+    a, b, out = args[0], args[4], args[8]
+    m, n, k = args[13], args[14], args[15]
+    batch, split = grid[1], c.get("SPLIT_K", 1)
+    bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
+    tiles_m, tiles_n = math.ceil(m / bm), math.ceil(n / bn)
+    item = _size(a)
+    a_bytes, b_bytes = batch * m * k * item, (batch if args[5] else 1) * k * n * _size(b)
+    # split-K writes float32 partials (gemm_split_reduce reads them back) instead of the output
+    hbm = a_bytes + b_bytes + batch * m * n * (_size(out) if split == 1 else 4 * split)
+    l2 = a_bytes * (tiles_n - 1) + b_bytes * (tiles_m - 1)
+    steps = batch * tiles_m * tiles_n * math.ceil(k / bk)
+    smem = steps * (_dot_smem(bm * bk * item, bk * bn * item, bm, warps, instr) + (bm + bn) * bk * item)
+    return Traffic(hbm, l2, smem, 2.0 * batch * tiles_m * bm * n * k)
+
+
+def gemm_split_reduce(args, c, grid, warps, instr) -> Traffic:
+    out, m, n = args[1], args[5], args[6]
+    size = grid[1] * m * n
+    return Traffic(size * (4 * c["SPLIT_K"] + _size(out)), 0, 0, size * c["SPLIT_K"])
+
+
+def fp8_gemm(args, c, grid, warps, instr) -> Traffic:
+    a, w, out = args[0], args[2], args[4]
+    m, n, k = args[6], args[7], args[8]
+    bm, bn, bk, split = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c.get("SPLIT_K", 1)
+    tiles_m, tiles_n = math.ceil(m / bm), math.ceil(n / bn)
+    a_bytes, w_bytes = m * k * _size(a), n * k
+    steps = tiles_m * tiles_n * math.ceil(k / bk)
+    a_item = 1 if c["ACT_QUANT"] else _size(a)  # quantized in registers, then to shared memory
+    b_item = 1 if c["ACT_QUANT"] else _size(a)  # weight-only: decoded to the activation dtype
+    smem = steps * (_dot_smem(bm * bk * a_item, bk * bn * b_item, bm, warps, instr) + (bm * _size(a) + bn) * bk)
+    writes = m * n * (_size(out) if split == 1 else 4 * split)
+    return Traffic(a_bytes + w_bytes + writes, a_bytes * (tiles_n - 1) + w_bytes * (tiles_m - 1), smem,
+                   2.0 * tiles_m * bm * n * k, fp8=bool(c["ACT_QUANT"]))
+
+
+def paged_mla_split(args, c, grid, warps, instr) -> Traffic:
+    q, cache, table, mid_o = args[0], args[4], args[5], args[9]
+    tokens, heads = args[11], args[12]
+    batch, row_blocks, splits = grid
+    dk, dv, bm, bn = c["DK"], c["DV"], c["BLOCK_M"], c["BLOCK_N"]
+    context = table.shape[1] * c["PAGE"]  # the block table's capacity (the cache a decode row can hold)
+    row_bytes = c["ROW_BYTES"] if c.get("FP8_KV") else dk * _size(cache)
+    cache_bytes = batch * context * row_bytes
+    q_bytes = batch * tokens * heads * dk * _size(q)
+    mid = batch * tokens * heads * splits * (dv + 1) * 4
+    item = _size(q)  # FP8 rows are dequantized to q's dtype in registers before the dots
+    steps = batch * row_blocks * math.ceil(context / bn)
+    per_step = (_dot_smem(bm * dk * item, bn * dk * item, bm, warps, instr)  # S = q k^T, q from shared memory
+                + _dot_smem(0, bn * dv * item, bm, warps, instr, a_in_registers=True)  # O += p v, p in registers
+                + bn * row_bytes)  # the cache tile into shared memory
+    return Traffic(cache_bytes + q_bytes + mid, cache_bytes * (row_blocks - 1) + q_bytes * (splits - 1),
+                   steps * per_step, 2.0 * batch * row_blocks * bm * context * (dk + dv))
+
+
+def paged_mla_combine(args, c, grid, warps, instr) -> Traffic:
+    mid_o, out = args[0], args[2]
+    rows = grid[0]
+    return Traffic(rows * c["SPLITS"] * (c["DV"] + 1) * 4 + rows * c["DV"] * _size(out), 0, 0,
+                   3.0 * rows * c["SPLITS"] * c["DV"])
+
+
+def flash_attention(args, c, grid, warps, instr) -> Traffic:
+    q, k, v, out = args[0], args[4], args[8], args[14]
+    batch, tokens, heads, dk = q.shape
+    keys, dv = k.shape[1], c["DV"]
+    bm, bn = c["BLOCK_M"], c["BLOCK_N"]
+    q_blocks = grid[0]
+    item = _size(q)
+    kv_bytes = batch * keys * (k.shape[2] * dk + v.shape[2] * dv) * item
+    visible = 0.5  # causal: a query block sees on average half of the keys
+    hbm = batch * tokens * heads * (dk + dv) * item + kv_bytes
+    l2 = kv_bytes * max(0.0, q_blocks * visible - 1) * (heads if k.shape[2] == 1 else 1)
+    steps = grid[0] * grid[1] * math.ceil(keys / bn) * visible
+    per_step = (_dot_smem(bm * c["BLOCK_DK"] * item, bn * c["BLOCK_DK"] * item, bm, warps, instr)
+                + _dot_smem(0, bn * c["BLOCK_DV"] * item, bm, warps, instr, a_in_registers=True)
+                + bn * (dk + dv) * item)
+    return Traffic(hbm, l2, steps * per_step, 2.0 * grid[0] * grid[1] * bm * keys * visible * (dk + dv))
+
+
+def expected_experts(experts: int, slots: int) -> float:
+    """How many of `experts` a batch of `slots` balanced, independent choices touches."""
+    return experts * (1 - (1 - 1 / experts) ** slots) if experts else 0.0
+
+
+def grouped_gemm(args, c, grid, warps, instr) -> Traffic:
+    a, ids, w, out = args[0], args[3], args[4], args[14]
+    nk, n, k = args[15], args[17], args[18]
+    experts = w.shape[0]
+    bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
+    mats = 2 if c["SWIGLU"] else 1
+    w_item = _size(w)
+    active = expected_experts(experts, nk)
+    blocks = active * math.ceil(nk / active / bm) if active else 0  # row blocks with work
+    tiles_n = math.ceil(n / bn)
+    weights = active * mats * n * k * w_item
+    a_item = _size(a)
+    tokens = ids.shape[0]
+    a_hbm = (tokens if c["GATHER"] else nk) * k * a_item
+    a_l2 = blocks * bm * k * a_item * tiles_n - a_hbm
+    writes = args[16] * n * _size(out)  # every row of the layout, padding written as zeros
+    steps = blocks * tiles_n * math.ceil(k / bk)
+    fp8 = bool(c["WFP8"] and c["ACT_QUANT"])
+    b_item = 1 if fp8 else a_item
+    smem = steps * (_dot_smem(bm * bk * (1 if fp8 else a_item), mats * bk * bn * b_item, bm, warps, instr)
+                    + (bm * a_item + mats * bn * w_item) * bk)
+    return Traffic(weights + a_hbm + writes, weights * (math.ceil(nk / active / bm) - 1 if active else 0) + a_l2,
+                   smem, 2.0 * blocks * bm * mats * n * k, fp8=fp8)
+
+
+def moe_combine(args, c, grid, warps, instr) -> Traffic:
+    y, out = args[0], args[2]
+    tokens, h = grid[0], args[3]
+    return Traffic(tokens * c["TOPK"] * h * _size(y) + tokens * h * _size(out), 0, 0, tokens * c["TOPK"] * h)
+
+
+MODELS = {"batched_gemm": batched_gemm, "gemm_split_reduce": gemm_split_reduce, "fp8_gemm": fp8_gemm, "paged_mla_split": paged_mla_split,
+          "paged_mla_combine": paged_mla_combine, "flash_attention": flash_attention, "grouped_gemm": grouped_gemm,
+          "moe_combine": moe_combine}
+
+
+def bound(t: Traffic, card: Card, programs: int) -> dict:
+    """Seconds each resource needs on card, the bound (the largest, over the SMs' share the
+    grid occupies) and which resource sets it."""
+    peak = card.fp8_tflops if t.fp8 and card.fp8_tflops else card.bf16_tflops
+    times = {"hbm": t.hbm / (card.hbm_gbps * 1e9), "l2": t.l2 / (card.l2_gbps * 1e9),
+             "smem": t.smem / (card.smem_gbps * 1e9), "tensor": t.flops / (peak * 1e12)}
+    share = min(1.0, programs / card.sms)
+    limiter = max(times, key=times.get)
+    return {"seconds": times[limiter] / share, "limiter": limiter + (" (grid)" if share < 1 else ""),
+            "sm_share": share, **{f"{k}_s": v for k, v in times.items()}}
+
+
+def model(labelled: list[tuple[str, list[tuple]]], card: Card) -> list[dict]:
+    """One row per launch of the labelled launch_jobs lists (recorded for card.arch): its
+    traffic, bound and the throughput the bound means; None fields where no model."""
+    arch = int(card.arch.removeprefix("sm"))
+    rows = []
+    for label, jobs in labelled:
+        for spec, _, _, options in jobs:
+            consts, warps, grid = options["kwargs"], options.get("num_warps", 4), options["grid"]
+            instr = expected_tensor_core(spec.dot_rows, consts, warps, arch) or "none"
+            programs = math.prod(grid)
+            row = {"where": label, "group": options["group"], "kernel": spec.name, "programs": programs,
+                   "num_warps": warps, "instruction": instr,
+                   "tiles": {k: v for k, v in consts.items() if k.startswith("BLOCK") or k in ("SPLITS", "SPLIT_K")}}
+            fn = MODELS.get(spec.name)
+            if fn is not None:
+                t = fn(options["args"], consts, grid, warps, instr)
+                b = bound(t, card, programs)
+                row.update(hbm_bytes=t.hbm, l2_bytes=t.l2, smem_bytes=t.smem, flops=t.flops, fp8=t.fp8,
+                           bound_us=b["seconds"] * 1e6, limiter=b["limiter"],
+                           hbm_tbps_at_bound=t.hbm / b["seconds"] / 1e12,
+                           tflops_at_bound=t.flops / b["seconds"] / 1e12)
+            rows.append(row)
+    return rows
