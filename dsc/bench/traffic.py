@@ -148,8 +148,8 @@ def expected_experts(experts: int, slots: int) -> float:
 
 
 def grouped_gemm(args, c, grid, warps, instr) -> Traffic:
-    a, ids, w, out = args[0], args[3], args[4], args[14]
-    nk, n, k = args[15], args[17], args[18]
+    a, ids, w, out = args[0], args[4], args[5], args[15]
+    nk, rows, n, k = args[16], args[17], args[18], args[19]
     experts = w.shape[0]
     bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
     mats = 2 if c["SWIGLU"] else 1
@@ -162,7 +162,7 @@ def grouped_gemm(args, c, grid, warps, instr) -> Traffic:
     tokens = ids.shape[0]
     a_hbm = (tokens if c["GATHER"] else nk) * k * a_item
     a_l2 = blocks * bm * k * a_item * tiles_n - a_hbm
-    writes = args[16] * n * _size(out)  # every row of the layout, padding written as zeros
+    writes = rows * n * _size(out)  # every row of the layout, padding written as zeros
     steps = blocks * tiles_n * math.ceil(k / bk)
     fp8 = bool(c["WFP8"] and c["ACT_QUANT"])
     b_item = 1 if fp8 else a_item
@@ -178,7 +178,8 @@ def moe_combine(args, c, grid, warps, instr) -> Traffic:
     return Traffic(tokens * c["TOPK"] * h * _size(y) + tokens * h * _size(out), 0, 0, tokens * c["TOPK"] * h)
 
 
-MODELS = {"batched_gemm": batched_gemm, "gemm_split_reduce": gemm_split_reduce, "fp8_gemm": fp8_gemm, "paged_mla_split": paged_mla_split,
+MODELS = {"batched_gemm": batched_gemm, "gemm_split_reduce": gemm_split_reduce, "fp8_gemm": fp8_gemm,
+          "paged_mla_split": paged_mla_split,
           "paged_mla_combine": paged_mla_combine, "flash_attention": flash_attention, "grouped_gemm": grouped_gemm,
           "moe_combine": moe_combine}
 

@@ -44,7 +44,8 @@ def _smem(space: Space, c: dict, s: dict) -> int:
         return (max(2, c["num_stages"]) * c["BLOCK_N"] * s["dk"] * s["itemsize"]
                 + c["BLOCK_M"] * s["dk"] * s["itemsize"])
     if space.kernel == "triton.grouped_gemm":
-        return c["num_stages"] * (16 * c["BLOCK_K"] * s["itemsize"] + 2 * c["BLOCK_K"] * c["BLOCK_N"] * s["itemsize"])
+        return c["num_stages"] * (c["BLOCK_M"] * c["BLOCK_K"] * s["itemsize"]
+                                  + 2 * c["BLOCK_K"] * c["BLOCK_N"] * s["itemsize"])
     return c["num_stages"] * (c["BLOCK_M"] * 128 * s["itemsize"] + 128 * c["BLOCK_N"])
 
 

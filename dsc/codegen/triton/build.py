@@ -306,7 +306,7 @@ def compile_all(jobs: list[tuple], arch: int, resources: bool = False) -> list[d
         from dsc.codegen.triton import resources as usage
 
         for res, used in zip(results, usage.usages([res["ptx"] for res in results], arch)):
-            res.update(used, tensor_core=usage.tensor_core(res["ptx"]))
+            res.update(used, tensor_core=usage.tensor_core(res["ptx"]), mma_operands=usage.mma_operands(res["ptx"]))
     return results
 
 

@@ -6,8 +6,9 @@
   (tl.histogram), one small program's padded prefix sums, then a stable placement per
   chunk, so the layout is exactly the reference's. No [slots, experts] tile (the
   one-program version spilled 18 KB per thread at V3's 257 experts), no atomics.
-- grouped_gemm: one program per (row block, column tile); every row of a block belongs
-  to one expert, whose weight tile it reads. gate+up runs as two dots sharing the A
+- grouped_gemm: one program per (row tile, column tile). moe_tiles cuts the layout into
+  tiles of BLOCK_M rows (tuned per batch bucket, 16 to 128) that never cross an expert's
+  run, so every row of a tile belongs to one expert, whose weight tile it reads. gate+up runs as two dots sharing the A
   tile with SiLU(gate)*up in the epilogue; down takes the routing weight in its
   epilogue. Blocks of padding do no K loop and write zeros.
 - combine: the inverse of the sort (slot -> row), then one program per token summing
@@ -25,6 +26,7 @@ from dsc.codegen.triton.build import (TRITON_TYPES, KernelSpec, choosing_for, la
                                       with_helpers)
 from dsc.codegen.triton.kernels import KERNELS
 from dsc.ir.ops.grouped import EXPERT_BLOCK
+from dsc.runtime.device import device_limits
 from dsc.runtime.search_space import Space
 
 SOURCE = '''
@@ -92,19 +94,58 @@ def moe_align_place(ids_ptr, sorted_ptr, counts_ptr, NK, E: tl.constexpr, BINS: 
 
 
 @triton.jit
-def grouped_gemm(a_ptr, sam, sorted_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, swk, s_ptr, sse, KB, UP_OFF, route_ptr,
-                 out_ptr, NK, ROWS, N, K,
+def _run_key(sorted_ptr, ids_ptr, b, ok, NK, EB: tl.constexpr):
+    """The expert whose run layout block b (of EB rows) is in, -1 in the sentinel tail: a
+    run's every block starts with a real slot (runs are padded to EB at their end)."""
+    first = tl.load(sorted_ptr + b * EB, mask=ok, other=NK)
+    return tl.where(first < NK, tl.load(ids_ptr + first, mask=ok & (first < NK), other=0).to(tl.int32), -1)
+
+
+@triton.jit
+def _max_combine(a, b):
+    return tl.maximum(a, b)
+
+
+@triton.jit
+def moe_tiles(sorted_ptr, ids_ptr, tiles_ptr, NK, BLOCKS, TILES, EB: tl.constexpr, R: tl.constexpr,
+              BLOCK: tl.constexpr, BLOCK_T: tl.constexpr):
+    """The grouped GEMM's row tiles over the layout: a tile of R blocks (R * EB rows) starts
+    at every run's first block and every R-th block after it (the tail of sentinel blocks
+    is one more run, written as zeros), so no tile mixes experts. tiles[t] = its first
+    block, -1 past the last tile. One program, a scan over the blocks."""
+    b = tl.arange(0, BLOCK)
+    ok = b < BLOCKS
+    key = _run_key(sorted_ptr, ids_ptr, b, ok, NK, EB)
+    before = _run_key(sorted_ptr, ids_ptr, b - 1, ok & (b > 0), NK, EB)
+    change = ok & ((b == 0) | (key != before))
+    run_start = tl.associative_scan(tl.where(change, b, 0), 0, _max_combine)
+    starts = ok & (change | ((b - run_start) % R == 0))
+    index = tl.cumsum(starts.to(tl.int32), 0) - 1
+    tl.store(tiles_ptr + index, b, mask=starts)
+    count = tl.sum(starts.to(tl.int32), 0)
+    t = tl.arange(0, BLOCK_T)
+    tl.store(tiles_ptr + t, tl.zeros([BLOCK_T], tl.int32) - 1, mask=(t >= count) & (t < TILES))
+
+
+@triton.jit
+def grouped_gemm(a_ptr, sam, sorted_ptr, tiles_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, swk, s_ptr, sse, KB, UP_OFF,
+                 route_ptr, out_ptr, NK, ROWS, N, K,
                  TOPK: tl.constexpr, GATHER: tl.constexpr, SWIGLU: tl.constexpr, ROUTE: tl.constexpr,
-                 WFP8: tl.constexpr, ACT_QUANT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                 BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
-    r = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+                 WFP8: tl.constexpr, ACT_QUANT: tl.constexpr, EB: tl.constexpr, BLOCK_M: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
+    start = tl.load(tiles_ptr + tl.program_id(0))  # this tile's first layout block (moe_tiles)
+    if start < 0:  # past the last tile
+        return
+    r = start * EB + tl.arange(0, BLOCK_M)
     n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     kk = tl.arange(0, BLOCK_K)
-    r_ok = r < ROWS
+    key = _run_key(sorted_ptr, ids_ptr, start, start >= 0, NK, EB)
+    # the tile's rows: its run's blocks only (a run may end before BLOCK_M rows)
+    r_ok = (r < ROWS) & (_run_key(sorted_ptr, ids_ptr, r // EB, r < ROWS, NK, EB) == key)
     slot = tl.load(sorted_ptr + r, mask=r_ok, other=NK)
     valid = slot < NK
-    first = tl.load(sorted_ptr + tl.program_id(0) * BLOCK_M)
-    expert = tl.load(ids_ptr + first, mask=first < NK, other=0).to(tl.int64)
+    first = tl.where(key >= 0, 0, NK)  # a tail tile does no work
+    expert = tl.maximum(key, 0).to(tl.int64)
     if GATHER:
         row = slot // TOPK
     else:
@@ -170,8 +211,8 @@ def moe_combine(y_ptr, inv_ptr, out_ptr, H, TOPK: tl.constexpr, BLOCK_H: tl.cons
 ALIGN_COUNT = KernelSpec("moe_align_count", with_helpers(SOURCE), "(cdiv(NK, CHUNK),)")
 ALIGN_OFFSETS = KernelSpec("moe_align_offsets", with_helpers(SOURCE), "(1,)")
 ALIGN_PLACE = KernelSpec("moe_align_place", with_helpers(SOURCE), "(cdiv(NK, CHUNK),)")
-GEMM = KernelSpec("grouped_gemm", with_helpers(SOURCE), "(cdiv(ROWS, BLOCK_M), cdiv(N, BLOCK_N))",
-                  dot_rows="BLOCK_M")
+GEMM = KernelSpec("grouped_gemm", with_helpers(SOURCE), "(tiles bound, cdiv(N, BLOCK_N))", dot_rows="BLOCK_M")
+TILES = KernelSpec("moe_tiles", with_helpers(SOURCE), "(1,)")
 INVERSE = KernelSpec("moe_inverse", with_helpers(SOURCE), "(cdiv(ROWS, BLOCK),)")
 COMBINE = KernelSpec("moe_combine", with_helpers(SOURCE), "(N tokens, cdiv(H, BLOCK_H))")
 ALIGN_CHUNK = 1024  # slots per align program: 36 programs for V3's 4096-token prefill, 1 for a decode batch
@@ -209,11 +250,13 @@ def align(ids: torch.Tensor, experts: int, block: int, out: torch.Tensor | None 
 def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, w_gate: torch.Tensor,
                  w_up: torch.Tensor | None, route: torch.Tensor | None, *, gather: bool, block: int,
                  scales: torch.Tensor | None = None, up_offset: int = 0, act_quant: bool = False,
-                 scale_block: int = 128, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Rows of the sorted layout: (silu(a wgᵀ) * a wuᵀ if w_up else a wgᵀ) [* route], padding
-    rows zero. w_gate / w_up [E, N, K] (any strides, the same for both: views of one w13);
-    float32 out with
-    route. With scales [E, ceil(rows/b), ceil(K/b)] the weights are block-scaled e4m3
+                 scale_block: int = 128, out: torch.Tensor | None = None,
+                 config: dict | None = None) -> torch.Tensor:
+    """Rows of the sorted layout (runs padded to `block` rows): (silu(a wgᵀ) * a wuᵀ if w_up
+    else a wgᵀ) [* route], padding rows zero. Row tiles of BLOCK_M (a multiple of block,
+    tuned per batch bucket) within one expert's run (moe_tiles); config: a TUNING config
+    instead of the tuned or default one (tests draw tiles with it). w_gate / w_up [E, N, K]
+    (any strides, the same for both: views of one w13); float32 out with route. With scales [E, ceil(rows/b), ceil(K/b)] the weights are block-scaled e4m3
     (the up rows start up_offset rows into the scaled weight); act_quant quantizes the
     activations per row per scale_block channels."""
     rows = sorted_slots.shape[0]
@@ -222,36 +265,66 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     if out is None:
         out = torch.empty(rows, n, dtype=out_dtype, device=a.device)
     a = a if a.stride(-1) == 1 else a.contiguous()
+    ids = ids.contiguous()
     fp8 = scales is not None
     shape = {"M": ids.shape[0], "N": n, "K": k, "experts": w_gate.shape[0], "topk": ids.shape[1],
              "block": block, "swiglu": w_up is not None, "fp8": scale_block if fp8 else 0,
              "itemsize": a.element_size()}
     device = choosing_for(a)
-    tuned = TUNING.choose(shape, a.dtype, device)
-    cfg = {"BLOCK_N": tuned["BLOCK_N"], "BLOCK_K": tuned["BLOCK_K"], **launch_options(tuned, device)}
-    grid = (-(-rows // block), -(-n // cfg["BLOCK_N"]))
+    tuned = config or TUNING.choose(shape, a.dtype, device)
+    bm = tuned["BLOCK_M"]
+    cfg = {"BLOCK_M": bm, "BLOCK_N": tuned["BLOCK_N"], "BLOCK_K": tuned["BLOCK_K"], **launch_options(tuned, device)}
+    blocks = -(-rows // block)
+    # tiles of bm rows never mix experts: at most one partial tile per run (the experts'
+    # and the sentinel tail's) beyond the full ones
+    bound = -(-blocks // (bm // block)) + w_gate.shape[0] + 1
+    grid = (bound, -(-n // cfg["BLOCK_N"]))
     if rows and n:
+        tiles = torch.empty(bound, dtype=torch.int32, device=a.device)
+        load_kernel(TILES, a.device)[(1,)](sorted_slots, ids, tiles, ids.numel(), blocks, bound, EB=block,
+                                           R=bm // block, BLOCK=next_pow2(blocks), BLOCK_T=next_pow2(bound),
+                                           **({"num_warps": 8} if device.type == "cuda" else {}))
         s = scales.contiguous() if fp8 else a
         if w_up is not None and w_up.stride() != w_gate.stride():  # the kernel walks both with one set of strides
             w_gate, w_up = w_gate.contiguous(), w_up.contiguous()
         if fp8 and not act_quant:
             w_gate, w_up = w_gate.view(torch.uint8), w_up.view(torch.uint8) if w_up is not None else None
         load_kernel(GEMM, a.device)[grid](
-            a, a.stride(0), sorted_slots, ids.contiguous(), w_gate, w_up if w_up is not None else w_gate,
+            a, a.stride(0), sorted_slots, tiles, ids, w_gate, w_up if w_up is not None else w_gate,
             w_gate.stride(0), w_gate.stride(1), w_gate.stride(2), s, s.stride(0) if fp8 else 0,
             s.shape[-1] if fp8 else 0, up_offset,
             route.contiguous() if route is not None else a, out, ids.numel(), rows, n, k, TOPK=ids.shape[1],
             GATHER=gather, SWIGLU=w_up is not None, ROUTE=route is not None, WFP8=fp8, ACT_QUANT=act_quant,
-            BLOCK_M=block, DOT_F32=device.type != "cuda" or (a.dtype == torch.float32 and not act_quant), **cfg)
+            EB=block, DOT_F32=device.type != "cuda" or (a.dtype == torch.float32 and not act_quant), **cfg)
     return out
+
+
+def default_block_m(shape) -> int:
+    """Rows per tile: the rows an expert gets on average (balanced routing), 16 to 128:
+    16 for a decode batch (a few rows per expert), 64 and 128 at prefill (wgmma tiles on
+    sm_90, each expert's weights re-streamed once per tile: 2 passes at 4096 tokens of
+    V3 instead of 9 with 16-row tiles)."""
+    per_expert = shape["M"] * shape["topk"] / max(1, shape["experts"])
+    return max(shape["block"], min(128, next_pow2(max(1, int(per_expert)))))
 
 
 def default_config(shape, device: torch.device) -> dict:
     fixed = _fixed(shape)
     if device.type != "cuda":
-        return {"BLOCK_N": max(16, min(128, next_pow2(shape["N"]))),
+        return {"BLOCK_M": shape["block"], "BLOCK_N": max(16, min(128, next_pow2(shape["N"]))),
                 "BLOCK_K": max(16, min(64, next_pow2(shape["K"]))), "num_warps": 4, "num_stages": 1, **fixed}
-    return {"BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3, **fixed}
+    bm = default_block_m(shape)
+    hopper = int(device_limits(device).arch.removeprefix("sm")) >= 90
+    if shape["fp8"] and not hopper:
+        # weight-only FP8 decodes the weight tile in registers: 64 rows and up spilled on
+        # sm_80 (656-720 B per thread), 16 and 32 do not
+        bm = min(bm, 32)
+    # 128 x 128 on eight warps only for Hopper's bf16 (wgmma, 241 registers); its FP8 tile
+    # (per-row activation scales beside two accumulators) and sm_80's 128-row tiles spill
+    # at 128 columns and fit at 64 (measured with ptxas -v, triton 3.6)
+    bn = 128 if hopper and bm == 128 and not shape["fp8"] else 64
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "num_warps": 8 if bm == 128 else 4, "num_stages": 3,
+            **fixed}
 
 
 def _fixed(shape) -> dict:
@@ -261,16 +334,18 @@ def _fixed(shape) -> dict:
 def fits(config: dict, shape, limits) -> bool:
     """Pipelined activation and weight tiles (two weights under SwiGLU) in shared memory,
     the accumulators within half of a thread's registers, no tile past the problem."""
-    bn, bk, warps = config["BLOCK_N"], config["BLOCK_K"], config["num_warps"]
+    bm, bn, bk, warps = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"], config["num_warps"]
     mats = 2 if shape["swiglu"] else 1
     w_item = 1 if shape["fp8"] else shape["itemsize"]
-    smem = config["num_stages"] * (shape["block"] * bk * shape["itemsize"] + mats * bk * bn * w_item)
-    return (smem <= limits.smem_per_block and mats * shape["block"] * bn // (32 * warps) <= limits.regs_per_thread // 2
-            and bn <= max(16, next_pow2(shape["N"])) and bk <= max(16, next_pow2(shape["K"])))
+    smem = config["num_stages"] * (bm * bk * shape["itemsize"] + mats * bk * bn * w_item)
+    return (smem <= limits.smem_per_block and mats * bm * bn // (32 * warps) <= limits.regs_per_thread // 2
+            and bm % shape["block"] == 0 and bn <= max(16, next_pow2(shape["N"]))
+            and bk <= max(16, next_pow2(shape["K"])))
 
 
-TUNING = Space("triton.grouped_gemm", {"BLOCK_N": (32, 64, 128, 256), "BLOCK_K": (32, 64, 128, 256),
-                                       "num_warps": (2, 4, 8), "num_stages": (2, 3, 4, 5)},
+TUNING = Space("triton.grouped_gemm", {"BLOCK_M": (16, 32, 64, 128), "BLOCK_N": (32, 64, 128, 256),
+                                       "BLOCK_K": (32, 64, 128, 256), "num_warps": (2, 4, 8),
+                                       "num_stages": (2, 3, 4, 5)},
                bucketed=("M",), default=default_config, fits=fits, fixed=_fixed)
 
 
@@ -303,30 +378,33 @@ def signature(dtype: str, experts: int = 257, topk: int = 9, block: int = 16, fp
                       {"E": experts, "BINS": align_bins(experts), "BLOCK": block}),
                   job(ALIGN_PLACE, {"ids_ptr": "*i64", "sorted_ptr": "*i32", "counts_ptr": "*i32", "NK": "i32"}, tiles)]
     wdt = ("fp8e4nv" if act_quant else "u8") if fp8 else dtype
-    gemm_sig = {"a_ptr": f"*{dtype}", "sam": "i32", "sorted_ptr": "*i32", "ids_ptr": "*i64",
+    gemm_sig = {"a_ptr": f"*{dtype}", "sam": "i32", "sorted_ptr": "*i32", "tiles_ptr": "*i32", "ids_ptr": "*i64",
                 "wg_ptr": f"*{wdt}", "wu_ptr": f"*{wdt}", "swe": "i32", "swn": "i32", "swk": "i32", "s_ptr": "*fp32",
                 "sse": "i32",
                 "KB": "i32", "UP_OFF": "i32", "route_ptr": "*fp32", "out_ptr": f"*{dtype}", "NK": "i32",
                 "ROWS": "i32", "N": "i32", "K": "i32"}
-    common = {"TOPK": topk, "BLOCK_M": block, "BLOCK_N": 64, "BLOCK_K": 128 if fp8 else 64, "WFP8": fp8,
+    common = {"TOPK": topk, "EB": block, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128 if fp8 else 64, "WFP8": fp8,
               "ACT_QUANT": fp8 and act_quant, "DOT_F32": dtype == "fp32" and not (fp8 and act_quant)}
     up = job(GEMM, gemm_sig, {"GATHER": True, "SWIGLU": True, "ROUTE": False, **common})
     down = job(GEMM, {**gemm_sig, "out_ptr": "*fp32"}, {"GATHER": False, "SWIGLU": False, "ROUTE": True, **common})
     inverse = job(INVERSE, {"sorted_ptr": "*i32", "inv_ptr": "*i32", "NK": "i32", "ROWS": "i32"}, {"BLOCK": 1024})
     comb = job(COMBINE, {"y_ptr": "*fp32", "inv_ptr": "*i32", "out_ptr": f"*{dtype}", "H": "i32"},
                {"TOPK": topk, "BLOCK_H": 1024})
-    return [*align_jobs, up, down, inverse, comb]
+    tiles_job = job(TILES, {"sorted_ptr": "*i32", "ids_ptr": "*i64", "tiles_ptr": "*i32", "NK": "i32",
+                            "BLOCKS": "i32", "TILES": "i32"},
+                    {"EB": block, "R": 64 // block, "BLOCK": 4096, "BLOCK_T": 4096})
+    return [*align_jobs, tiles_job, up, down, inverse, comb]
 
 
 @KERNELS.provides("grouped_gemm")
 def _grouped_gemm(a, slots, ids, w, route, *, gather, swiglu, block, scales=None, act_quant=False, scale_block=128,
-                  out=None):
+                  out=None, config=None):
     """The group kinds' convention (one weight, gate rows then up rows under swiglu) on
     this kernel's two weight views."""
     half = w.shape[1] // 2 if swiglu else 0
     gate, up = (w[:, :half], w[:, half:]) if half else (w, None)
     return grouped_gemm(a, slots, ids, gate, up, route, gather=gather, block=block, scales=scales, up_offset=half,
-                        act_quant=act_quant, scale_block=scale_block, out=out)
+                        act_quant=act_quant, scale_block=scale_block, out=out, config=config)
 
 
 @KERNELS.lists("moe_align", "grouped_gemm", "grouped_gemm_fp8", "moe_combine", "moe_experts")
@@ -343,7 +421,15 @@ def _jobs(group) -> list[tuple]:
     fp8 = kind == "grouped_gemm_fp8"
     jobs = signature(TRITON_TYPES[act] if act in TRITON_TYPES else "fp32", experts, ids.shape[1], block, fp8=fp8,
                      act_quant=fp8 and n.attrs["act_quant"])
-    variant = [3] if n.attrs.get("swiglu") else [4]  # gate+up with SiLU, or down with routing weights
-    pick = {"moe_align": [0, 1, 2], "grouped_gemm": variant, "grouped_gemm_fp8": variant, "moe_combine": [5, 6],
-            "moe_experts": [0, 1, 2, 3, 4, 5, 6]}
-    return [jobs[i] for i in pick[kind]]
+    swiglu = bool(n.attrs.get("swiglu"))  # gate+up with SiLU, or down with routing weights
+
+    def used(job) -> bool:
+        name = job[0].name
+        if kind == "moe_experts":
+            return True
+        if kind == "moe_align":
+            return name.startswith("moe_align")
+        if kind == "moe_combine":
+            return name in ("moe_inverse", "moe_combine")
+        return name == "moe_tiles" or (name == "grouped_gemm" and job[2]["SWIGLU"] == swiglu)
+    return [job for job in jobs if used(job)]

@@ -6,7 +6,8 @@ kernels to their design.
 with, and the tensor-core instruction the PTX uses. `problems` says where a kernel
 misses what its KernelSpec declares: no spills anywhere; where the spec names its dot's
 row tile (`dot_rows`), 16-bit or FP8 dots run on tensor cores, as wgmma on sm_90 where a
-warpgroup gets a 64-row tile (Triton's MMAv3 rule) and as mma.sync otherwise.
+warpgroup gets a 64-row tile (Triton's MMAv3 rule) and as mma.sync otherwise, and FP8 x
+FP8 dots (ACT_QUANT) that are wgmma take e4m3 operands (no upcast).
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ def tensor_core(ptx: str) -> str:
     if re.search(r"\bmma\.sync\b", ptx):
         return "mma.sync"
     return "none"
+
+
+_MMA = re.compile(r"\b(?:wgmma\.mma_async|mma\.sync)\S*?\.f32\.(\w+)\.(\w+)\b")
+
+
+def mma_operands(ptx: str) -> list[str]:
+    """The operand types of the PTX's tensor-core instructions (bf16, f16, e4m3, tf32...)."""
+    return sorted({t for pair in _MMA.findall(ptx) for t in pair})
 
 
 def ptxas_path(arch: int) -> str:
@@ -96,6 +105,8 @@ def problems(record: dict) -> list[str]:
     want = record["expected_tensor_core"]
     if want is not None and _RANK[record["tensor_core"]] < _RANK[want]:
         out.append(f"{where}: its dots should compile to {want}, the PTX has {record['tensor_core']}")
+    if want == "wgmma" and record["constants"].get("ACT_QUANT") and "e4m3" not in record["mma_operands"]:
+        out.append(f"{where}: FP8 x FP8 dots should be e4m3 wgmma, the PTX's are {record['mma_operands']}")
     return out
 
 
@@ -126,6 +137,7 @@ def records(labelled: list[tuple[str, list[tuple]]], arch: int) -> list[dict]:
                     "variant": _variant(res["constants"], res["num_warps"], res["num_stages"]),
                     "num_warps": res["num_warps"], "num_stages": res["num_stages"], "shared_bytes": res["shared"],
                     **{k: res[k] for k in _USAGE}, "tensor_core": res["tensor_core"],
+                    "mma_operands": res["mma_operands"],
                     "expected_tensor_core": expected_tensor_core(spec.dot_rows, res["constants"], res["num_warps"],
                                                                  arch),
                     "constants": res["constants"], "launched_by": [label]}

@@ -33,6 +33,13 @@ def test_every_v3_kernel_meets_its_design(arch):
     decode = [k for k in found["kernels"] if k["name"] == "paged_mla_split"
               and any("H=128" in label for label in k["launched_by"])]
     assert decode and {k["tensor_core"] for k in decode} == {"wgmma" if arch == "sm90" else "mma.sync"}
+    # and the MoE's grouped GEMMs at 4096 tokens tile 64 rows and more: wgmma, e4m3 for FP8
+    prefill = [k for k in found["kernels"] if k["name"] == "grouped_gemm"
+               and any(label.endswith("moe N=4096") for label in k["launched_by"])]
+    assert prefill and all(k["constants"]["BLOCK_M"] >= 64 for k in prefill if arch == "sm90")
+    if arch == "sm90":
+        assert {k["tensor_core"] for k in prefill} == {"wgmma"}
+        assert all("e4m3" in k["mma_operands"] for k in prefill if k["constants"]["ACT_QUANT"])
 
 
 PLANTED = '''
@@ -95,6 +102,13 @@ def test_expected_instruction_follows_triton_s_wgmma_rule():
     assert resources.tensor_core("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16") == "wgmma"
     assert resources.tensor_core("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32") == "mma.sync"
     assert resources.tensor_core("fma.rn.f32") == "none"
+    assert resources.mma_operands("wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {...}") == ["e4m3"]
+    assert resources.mma_operands("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {}") == ["bf16"]
+    fp8 = {"name": "k", "arch": 90, "variant": "v", "registers": 200, "spill_store_bytes": 0, "spill_load_bytes": 0,
+           "expected_tensor_core": "wgmma", "tensor_core": "wgmma", "constants": {"ACT_QUANT": True}}
+    assert resources.problems({**fp8, "mma_operands": ["e4m3"]}) == []
+    assert resources.problems({**fp8, "mma_operands": ["f16"]}) == [
+        "k (sm_90, v): FP8 x FP8 dots should be e4m3 wgmma, the PTX's are ['f16']"]
 
 
 PTXAS = """ptxas info    : Compiling entry function 'k' for 'sm_90a'
