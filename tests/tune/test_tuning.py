@@ -392,3 +392,24 @@ def test_candidates_compile_for_sm90_within_its_shared_memory(space):
         assert res["cubin_bytes"] > 0 and ".target sm_90" in res["ptx"], cfg
         assert res["shared"] <= limits.smem_per_block, (cfg, res["shared"])
         assert res["shared"] <= _smem(space, cfg, shape) + 8192, (cfg, res["shared"], _smem(space, cfg, shape))
+
+
+def test_the_grouped_gemm_row_tile_is_tuned_per_batch_bucket(fake_device, monkeypatch):
+    """vLLM's fused-MoE tables pick BLOCK_SIZE_M per batch size; dsc's tuned file does the
+    same for the grouped GEMM's row tile, the launch reading the nearest bucket's."""
+    dev, path = fake_device
+    monkeypatch.setattr(tuned, "device_limits", lambda device: ARCH_LIMITS["sm90"])
+    space = fused_moe.TUNING
+    shape = {"N": 4096, "K": 7168, "experts": 256, "topk": 8, "block": 16, "swiglu": True, "fp8": 0, "itemsize": 2}
+    small = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 4}
+    large = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3}
+    t = TunedTable(dev.name)
+    for m, cfg in ((8, small), (2048, large)):
+        t.put(space.kernel, "bfloat16", shape_key({**shape, "M": m}), {"config": cfg})
+    t.save(str(path))
+    assert space.choose({**shape, "M": 4}, "bfloat16", dev) == small
+    assert space.choose({**shape, "M": 32}, "bfloat16", dev) == small
+    assert space.choose({**shape, "M": 1500}, "bfloat16", dev) == large
+    assert space.choose({**shape, "M": 8192}, "bfloat16", dev) == large
+    # untuned shapes fall back to the heuristic's bucket rule
+    assert space.choose({**shape, "M": 4096, "N": 2048}, "bfloat16", dev)["BLOCK_M"] == 128

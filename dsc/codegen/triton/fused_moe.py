@@ -338,7 +338,7 @@ def fits(config: dict, shape, limits) -> bool:
     mats = 2 if shape["swiglu"] else 1
     w_item = 1 if shape["fp8"] else shape["itemsize"]
     smem = config["num_stages"] * (bm * bk * shape["itemsize"] + mats * bk * bn * w_item)
-    return (smem <= limits.smem_per_block and mats * bm * bn // (32 * warps) <= limits.regs_per_thread // 2
+    return (smem <= limits.smem_per_block and mats * bm * bn // (32 * warps) <= (limits.regs_per_thread + 1) // 2
             and bm % shape["block"] == 0 and bn <= max(16, next_pow2(shape["N"]))
             and bk <= max(16, next_pow2(shape["K"])))
 

@@ -14,7 +14,7 @@ import dsc.codegen.triton  # noqa: F401  (before triton: enables its interpreter
 pytest.importorskip("triton")
 from dsc.codegen.triton import fused_moe  # noqa: E402
 from dsc.ir.opdef import get_op  # noqa: E402
-from dsc.runtime.device import REFERENCE_CARDS  # noqa: E402
+from dsc.runtime.device import ARCH_LIMITS, REFERENCE_CARDS  # noqa: E402
 from strategies import seeds  # noqa: E402
 from util import BF16_TOL, F32_TOL, assert_close  # noqa: E402
 
@@ -71,5 +71,9 @@ def test_the_row_tile_follows_the_batch_bucket():
     shape = {"N": 4096, "K": 7168, "experts": 257, "topk": 9, "block": 16, "swiglu": True, "fp8": 0, "itemsize": 2}
     picks = {m: fused_moe.TUNING.default({**shape, "M": m}, h100)["BLOCK_M"] for m in (1, 64, 512, 1024, 4096)}
     assert picks == {1: 16, 64: 16, 512: 32, 1024: 64, 4096: 128}
+    for m in (1, 512, 4096):  # the defaults are configs the tuner could also pick
+        for card, fp8 in ((h100, 0), (h100, 128), (a100, 0), (a100, 128)):
+            at = {**shape, "M": m, "fp8": fp8}
+            assert fused_moe.fits(fused_moe.TUNING.default(at, card), at, ARCH_LIMITS[card.arch]), (m, card, fp8)
     assert fused_moe.TUNING.default({**shape, "M": 4096, "fp8": 128}, a100)["BLOCK_M"] == 32
     assert fused_moe.TUNING.default({**shape, "M": 4096}, torch.device("cpu"))["BLOCK_M"] == 16
