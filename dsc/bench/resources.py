@@ -8,6 +8,9 @@ stages, the tensor-core instruction) and where it misses its design
 
 from __future__ import annotations
 
+from dsc.codegen.triton import resources
+from dsc.codegen.triton.build import compile_all
+from dsc.codegen.triton.resources import USAGE_FIELDS, expected_tensor_core
 from dsc.compiler import compile_layer
 from dsc.config import Config
 from dsc.executor.launches import launch_jobs
@@ -55,12 +58,43 @@ def v3_launches(arch: str = "sm90", *, fp8: bool = True) -> list[tuple[str, list
                           tokens=(64, 4096), pipelines=("bf16", "fp8") if fp8 else ("bf16",), heads=(128, 16))
 
 
+_TILES = ("SPLITS", "SPLIT_K", "CHUNK", "SUB")  # tile-like constexprs not named BLOCK*
+
+
+def _variant(constants: dict, num_warps: int, num_stages: int) -> str:
+    tiles = " ".join(f"{k}={v}" for k, v in constants.items() if k.startswith("BLOCK") or k in _TILES)
+    return f"{tiles} warps={num_warps} stages={num_stages}".strip()
+
+
+def records(labelled: list[tuple[str, list[tuple]]], arch: int) -> list[dict]:
+    """One record per distinct compiled kernel of the labelled launch_jobs lists (label:
+    where they launch, e.g. "mla decode B=64"): what it compiled to for arch (compile_all
+    with ptxas's figures) and what its design expects (expected_tensor_core); the gate's
+    `problems` reads them."""
+    jobs = [(label, job) for label, found in labelled for job in found]
+    compiled = compile_all([job for _, job in jobs], arch, resources=True)
+    out: dict[tuple, dict] = {}
+    for (label, (spec, *_)), res in zip(jobs, compiled):
+        key = (spec.name, repr(sorted(res["constants"].items())), res["num_warps"], res["num_stages"])
+        if key in out:
+            if label not in out[key]["launched_by"]:
+                out[key]["launched_by"].append(label)
+            continue
+        out[key] = {"name": spec.name, "arch": arch,
+                    "variant": _variant(res["constants"], res["num_warps"], res["num_stages"]),
+                    "num_warps": res["num_warps"], "num_stages": res["num_stages"], "shared_bytes": res["shared"],
+                    **{k: res[k] for k in USAGE_FIELDS}, "tensor_core": res["tensor_core"],
+                    "mma_operands": res["mma_operands"],
+                    "expected_tensor_core": expected_tensor_core(spec.dot_rows, res["constants"], res["num_warps"],
+                                                                 arch),
+                    "constants": res["constants"], "launched_by": [label]}
+    return list(out.values())
+
+
 def report(arch: str = "sm90", *, fp8: bool = True) -> dict:
     """{"arch", "triton", "kernels": records, "problems": lines} for v3_launches(arch)."""
     import triton
 
-    from dsc.codegen.triton import resources
-
-    found = resources.records(v3_launches(arch, fp8=fp8), int(arch.removeprefix("sm")))
+    found = records(v3_launches(arch, fp8=fp8), int(arch.removeprefix("sm")))
     return {"arch": arch, "triton": triton.__version__, "kernels": found,
             "problems": [line for record in found for line in resources.problems(record)]}

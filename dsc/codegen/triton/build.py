@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dsc.codegen.triton import resources as usage
 from dsc.codegen.triton.interpreter import use_interpreter
 from dsc.errors import DscError
 from dsc.runtime.cache import KernelCache, cache_key
@@ -303,8 +304,6 @@ def compile_all(jobs: list[tuple], arch: int, resources: bool = False) -> list[d
         if "error" in res:
             raise DscError(f"Triton could not compile for sm_{arch}: {res['error']}")
     if resources:
-        from dsc.codegen.triton import resources as usage
-
         for res, used in zip(results, usage.usages([res["ptx"] for res in results], arch)):
             res.update(used, tensor_core=usage.tensor_core(res["ptx"]), mma_operands=usage.mma_operands(res["ptx"]))
     return results

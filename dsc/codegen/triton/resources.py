@@ -1,5 +1,5 @@
 """What a kernel compiled for a GPU uses, read without one, and the gate that holds the
-kernels to their design.
+kernels to their design (the report's records: dsc/bench/resources.py).
 
 `compile_all(..., resources=True)` adds to each result what ptxas reports for its PTX
 (registers, stack, spilled bytes), the shared memory and launch options Triton compiled
@@ -24,6 +24,9 @@ _USAGE = {
     "spill_store_bytes": re.compile(r"(\d+) bytes spill stores"),
     "spill_load_bytes": re.compile(r"(\d+) bytes spill loads"),
 }
+
+
+USAGE_FIELDS = tuple(_USAGE)
 
 
 def ptxas_usage(text: str) -> dict:
@@ -93,7 +96,7 @@ _RANK = {"none": 0, "mma.sync": 1, "wgmma": 2}
 
 
 def problems(record: dict) -> list[str]:
-    """What a report record (resource_records) misses of its design, each a line naming it."""
+    """What a report record (dsc.bench.resources.records) misses of its design, each a line naming it."""
     where = f"{record['name']} (sm_{record['arch']}, {record['variant']})"
     out = []
     if record["registers"] is None:
@@ -108,37 +111,3 @@ def problems(record: dict) -> list[str]:
     if want == "wgmma" and record["constants"].get("ACT_QUANT") and "e4m3" not in record["mma_operands"]:
         out.append(f"{where}: FP8 x FP8 dots should be e4m3 wgmma, the PTX's are {record['mma_operands']}")
     return out
-
-
-_TILES = ("SPLITS", "SPLIT_K", "CHUNK", "SUB")  # tile-like constexprs not named BLOCK*
-
-
-def _variant(constants: dict, num_warps: int, num_stages: int) -> str:
-    tiles = " ".join(f"{k}={v}" for k, v in constants.items() if k.startswith("BLOCK") or k in _TILES)
-    return f"{tiles} warps={num_warps} stages={num_stages}".strip()
-
-
-def records(labelled: list[tuple[str, list[tuple]]], arch: int) -> list[dict]:
-    """One record per distinct compiled kernel of the labelled launch_jobs lists (label:
-    where they launch, e.g. "mla decode B=64"): what it compiled to for arch and what its
-    design expects (expected_tensor_core); `problems` reads them."""
-    from dsc.codegen.triton.build import compile_all
-
-    jobs = [(label, job) for label, found in labelled for job in found]
-    compiled = compile_all([job for _, job in jobs], arch, resources=True)
-    out: dict[tuple, dict] = {}
-    for (label, (spec, *_)), res in zip(jobs, compiled):
-        key = (spec.name, repr(sorted(res["constants"].items())), res["num_warps"], res["num_stages"])
-        if key in out:
-            if label not in out[key]["launched_by"]:
-                out[key]["launched_by"].append(label)
-            continue
-        out[key] = {"name": spec.name, "arch": arch,
-                    "variant": _variant(res["constants"], res["num_warps"], res["num_stages"]),
-                    "num_warps": res["num_warps"], "num_stages": res["num_stages"], "shared_bytes": res["shared"],
-                    **{k: res[k] for k in _USAGE}, "tensor_core": res["tensor_core"],
-                    "mma_operands": res["mma_operands"],
-                    "expected_tensor_core": expected_tensor_core(spec.dot_rows, res["constants"], res["num_warps"],
-                                                                 arch),
-                    "constants": res["constants"], "launched_by": [label]}
-    return list(out.values())

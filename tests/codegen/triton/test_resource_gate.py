@@ -11,7 +11,7 @@ import pytest
 import dsc.codegen.triton  # noqa: F401  (before triton: enables its interpreter without CUDA)
 
 triton = pytest.importorskip("triton")
-from dsc.bench.resources import report  # noqa: E402
+from dsc.bench.resources import records, report  # noqa: E402
 from dsc.codegen.triton import resources  # noqa: E402
 from dsc.codegen.triton.build import KernelSpec  # noqa: E402
 
@@ -80,7 +80,7 @@ def test_the_gate_catches_a_spilling_kernel_and_a_missing_tensor_core(arch):
     jobs = [planted("spills", {"x_ptr": "*fp32", "y_ptr": "*fp32"}, {"BLOCK": 128}, 1),
             planted("no_dot", {"a_ptr": "*bf16", "b_ptr": "*bf16", "c_ptr": "*bf16"},
                     {"BLOCK_M": 64, "BLOCK_N": 16, "BLOCK_K": 16}, 4, dot_rows="BLOCK_M")]
-    spilling, undotted = resources.records([("planted", jobs)], arch)
+    spilling, undotted = records([("planted", jobs)], arch)
     assert spilling["spill_store_bytes"] > 0 and spilling["expected_tensor_core"] is None
     said = resources.problems(spilling)
     assert len(said) == 1 and said[0].startswith(f"spills (sm_{arch}, BLOCK=128 warps=1") and "spills" in said[0]
