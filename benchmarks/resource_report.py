@@ -17,6 +17,7 @@ import os
 import sys
 
 from dsc.bench.resources import report
+from dsc.cli import write_atomic
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,14 +37,11 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", nargs="+", default=["sm90", "sm80"], choices=["sm90", "sm80"])
     parser.add_argument("--out-dir", default=os.path.join(HERE, "results", "resources"))
     args = parser.parse_args(argv)
-    os.makedirs(args.out_dir, exist_ok=True)
     problems = []
     for arch in args.arch:
         found = report(arch)
         path = os.path.join(args.out_dir, f"{arch}-triton-{found['triton']}.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(found, f, indent=1)
-        os.replace(path + ".tmp", path)
+        write_atomic(path, json.dumps(found, indent=1))
         print(table(found))
         print(f"  -> {path}")
         problems += found["problems"]

@@ -33,14 +33,15 @@ def layer_launches(cfg: Config, arch: str, *, batch: int, context: int, prefill:
     default), the MLA prefill of `prefill` tokens (with cfg's heads), the MoE at each
     token count; for each pipeline ("bf16": the default passes, "fp8": the FP8 pipeline)."""
     out = []
+    heads = heads or (cfg.num_attention_heads,)
     for name in pipelines:
         passes = FP8 if name == "fp8" else "default"
-        for h in heads or (cfg.num_attention_heads,):
+        for h in heads:
             graph = compile_layer(cfg.replace(num_attention_heads=h), "mla", passes=passes, target=arch,
                                   backend=None, dtype="bf16", page_size=PAGE).graph
             decode = launch_jobs(graph, mla_decode_env(batch, context), arch)
             out.append((f"{name} mla decode H={h} B={batch} ctx={context}", decode))
-            if h == (heads or (cfg.num_attention_heads,))[0] and prefill:
+            if h == heads[0] and prefill:
                 pages = -(-prefill // PAGE)
                 out.append((f"{name} mla prefill T={prefill}",
                             launch_jobs(graph, {"B": 1, "T": prefill, "NB": pages, "P": pages}, arch)))

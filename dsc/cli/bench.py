@@ -20,7 +20,7 @@ import torch
 
 from dsc.bench import groups, layers, machine, plots, records, traffic
 from dsc.bench.cards import CARDS, card_for
-from dsc.cli import int_list, load_config, output_path
+from dsc.cli import int_list, load_config, output_path, write_atomic
 from dsc.cli.memory import (available_bytes, check_working_memory, human_bytes, memory_needed, mla_working_bytes,
                             moe_working_bytes)
 from dsc.codegen.backend import CODEGEN_BACKENDS, default_backend, get_backend
@@ -141,13 +141,9 @@ def _traffic(cfg, args, cards) -> int:
                       f"HBM {r['hbm_bytes'] / 1e6:10.1f} MB  L2 {r['l2_bytes'] / 1e6:10.1f} MB  smem "
                       f"{r['smem_bytes'] / 1e6:10.1f} MB  {r['flops'] / 1e9:9.2f} GFLOP  {r['bound_us']:10.1f} us "
                       f"{r['limiter']:12s} ({r['hbm_tbps_at_bound']:.2f} TB/s, {r['tflops_at_bound']:.0f} TFLOP/s)")
-        folder = os.path.join(args.out, "model", slug(card.name))
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"traffic-{slug(cfg.name)}.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump({"card": dataclasses.asdict(card), "model": cfg.name, "batch": args.batch, "context": context,
-                       "prefill": args.prefill, "kernels": rows}, f, indent=1)
-        os.replace(path + ".tmp", path)
+        path = os.path.join(args.out, "model", slug(card.name), f"traffic-{slug(cfg.name)}.json")
+        write_atomic(path, json.dumps({"card": dataclasses.asdict(card), "model": cfg.name, "batch": args.batch,
+                                       "context": context, "prefill": args.prefill, "kernels": rows}, indent=1))
         print(f"wrote {path}")
     return 0
 

@@ -20,11 +20,11 @@ def launch_jobs(graph, env: dict, arch: str = "sm90") -> list[tuple]:
     (symbol or its name -> int) launches on arch's reference card (REFERENCE_CARDS: the
     tiles, splits, warps and stages a launch there chooses, tuned or default), options
     holding the arguments that call passes ("args" and "kwargs" of compile_all, num_warps
-    and num_stages), its "grid" and its group's "group" kind: the call runs with its kernel launches recorded, not run, on
-    placeholder tensors of those sizes (int inputs zero: valid page, length and expert
-    ids), so strides, views and workspace offsets are the real ones. What the sm_80/sm_90
-    compile check and the resource report compile, specialized as Triton's JIT
-    specializes the launch."""
+    and num_stages), its "grid" and its group's "group" kind: the call runs with its
+    kernel launches recorded, not run, on placeholder tensors of those sizes (int inputs
+    zero: valid page, length and expert ids), so strides, views and workspace offsets are
+    the real ones. What the sm_80/sm_90 compile check and the resource report compile,
+    specialized as Triton's JIT specializes the launch, and what the traffic model reads."""
     env = {sym(k) if isinstance(k, str) else k: v for k, v in env.items()}
 
     def placeholder(n, device="cpu"):

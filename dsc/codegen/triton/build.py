@@ -21,7 +21,7 @@ from dsc.codegen.triton import resources as usage
 from dsc.codegen.triton.interpreter import use_interpreter
 from dsc.errors import DscError
 from dsc.runtime.cache import KernelCache, cache_key
-from dsc.runtime.device import DeviceInfo, detect, library_versions
+from dsc.runtime.device import DeviceInfo, detect, device_limits, library_versions
 from dsc.runtime.loader import load_module
 
 
@@ -263,6 +263,12 @@ for i, (path, name, signature, constexprs, options) in enumerate(jobs):
         continue
     print(json.dumps(done[key]))
 """
+
+
+def on_hopper(device) -> bool:
+    """Whether a launch choosing for device (a choosing_for) targets sm_90 or later:
+    wgmma and FP8 tensor cores, Hopper's tiles."""
+    return device.type == "cuda" and int(device_limits(device).arch.removeprefix("sm")) >= 90
 
 
 def launch_options(config: dict, device) -> dict:

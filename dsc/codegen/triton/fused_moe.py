@@ -23,10 +23,9 @@ from __future__ import annotations
 import torch
 
 from dsc.codegen.triton.build import (TRITON_TYPES, KernelSpec, choosing_for, launch_options, load_kernel, next_pow2,
-                                      with_helpers)
+                                      on_hopper, with_helpers)
 from dsc.codegen.triton.kernels import KERNELS
 from dsc.ir.ops.grouped import EXPERT_BLOCK
-from dsc.runtime.device import device_limits
 from dsc.runtime.search_space import Space
 
 SOURCE = '''
@@ -256,9 +255,10 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     else a wgᵀ) [* route], padding rows zero. Row tiles of BLOCK_M (a multiple of block,
     tuned per batch bucket) within one expert's run (moe_tiles); config: a TUNING config
     instead of the tuned or default one (tests draw tiles with it). w_gate / w_up [E, N, K]
-    (any strides, the same for both: views of one w13); float32 out with route. With scales [E, ceil(rows/b), ceil(K/b)] the weights are block-scaled e4m3
-    (the up rows start up_offset rows into the scaled weight); act_quant quantizes the
-    activations per row per scale_block channels."""
+    (any strides, the same for both: views of one w13); float32 out with route. With
+    scales [E, ceil(rows/b), ceil(K/b)] the weights are block-scaled e4m3 (the up rows
+    start up_offset rows into the scaled weight); act_quant quantizes the activations per
+    row per scale_block channels."""
     rows = sorted_slots.shape[0]
     n, k = w_gate.shape[1], w_gate.shape[2]
     out_dtype = torch.float32 if route is not None else a.dtype
@@ -314,7 +314,7 @@ def default_config(shape, device: torch.device) -> dict:
         return {"BLOCK_M": shape["block"], "BLOCK_N": max(16, min(128, next_pow2(shape["N"]))),
                 "BLOCK_K": max(16, min(64, next_pow2(shape["K"]))), "num_warps": 4, "num_stages": 1, **fixed}
     bm = default_block_m(shape)
-    hopper = int(device_limits(device).arch.removeprefix("sm")) >= 90
+    hopper = on_hopper(device)
     if shape["fp8"] and not hopper:
         # weight-only FP8 decodes the weight tile in registers: 64 rows and up spilled on
         # sm_80 (656-720 B per thread), 16 and 32 do not

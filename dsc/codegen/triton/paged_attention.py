@@ -24,9 +24,9 @@ import math
 import torch
 
 from dsc.codegen.triton.build import (TRITON_TYPES, KernelSpec, choosing_for, launch_options, load_kernel, next_pow2,
-                                      with_helpers)
+                                      on_hopper, with_helpers)
 from dsc.codegen.triton.kernels import KERNELS
-from dsc.runtime.device import device_limits
+from dsc.runtime.device import REFERENCE_CARDS, device_limits
 from dsc.runtime.search_space import Space
 
 SOURCE = '''
@@ -131,12 +131,13 @@ SPLIT = KernelSpec("paged_mla_split", with_helpers(SOURCE), "(B, cdiv(T * H, BLO
                    dot_rows="BLOCK_M")
 COMBINE = KernelSpec("paged_mla_combine", with_helpers(SOURCE), "(B * T * H,)")
 
+
 def default_block_m(rows: int, device) -> int:
     """Query rows per program. tl.dot needs 16. On Hopper, 64 wherever a row block fills
     them (eight warps: two warpgroups, each a 64-row wgmma over half of the 512 value
     columns, FlashMLA's layout); elsewhere at most 32 (past 32 rows of four warps the
     [BLOCK_M, 512] float32 accumulator spills)."""
-    if device.type == "cuda" and int(device_limits(device).arch.removeprefix("sm")) >= 90 and rows >= 64:
+    if on_hopper(device) and rows >= 64:
         return 64
     return max(16, min(32, next_pow2(rows)))
 
@@ -240,7 +241,7 @@ def signature(dtype: str, heads: int = 128, tokens: int = 1, page: int = 64, spl
               fp8_group: int | None = None, row_bytes: int = 656) -> list[tuple]:
     """(spec, signature, constexprs) of both kernels at DeepSeek-V3's widths, for compile
     checks; with fp8_group, over the FP8 cache (rows of row_bytes)."""
-    bm = 64 if tokens * heads >= 64 else max(16, min(32, next_pow2(tokens * heads)))  # sm_90's default_block_m
+    bm = default_block_m(tokens * heads, REFERENCE_CARDS["sm90"])
     split_sig = {"q_ptr": f"*{dtype}", "stride_qb": "i32", "stride_qt": "i32", "stride_qh": "i32",
                  "cache_ptr": "*u8" if fp8_group else f"*{dtype}", "table_ptr": "*i32", "stride_tb": "i32",
                  "lens_ptr": "*i32",
