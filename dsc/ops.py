@@ -104,8 +104,10 @@ def mla_decode(q: Tensor, kv_cache: Tensor, block_table: Tensor, cache_seqlens: 
     With validate=False that is the caller's contract: the kernel reads the pages the
     table names unchecked, and a bad entry reads another tensor's memory or faults.
 
-    backend: whose kernels run it, "triton" (the default: split-KV, num_splits of them
-    or the tuned count) or "tvm" (llvm on a CPU; it has no split and ignores num_splits).
+    backend: whose kernels run it, "triton" (the default: split-KV, the rows' cache work
+    balanced over num_splits programs per query-row block, by default the tuned count,
+    one wave of the GPU's SMs) or "tvm" (llvm on a CPU; it has no split and ignores
+    num_splits).
     """
     _mla_decode_checks(q, kv_cache, block_table, cache_seqlens, head_dim_v)
     if validate:

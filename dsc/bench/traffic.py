@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 
 from dsc.bench.cards import Card
+from dsc.codegen.triton.paged_attention import schedule_reference
 from dsc.codegen.triton.resources import expected_tensor_core
 
 
@@ -99,29 +100,38 @@ def fp8_gemm(args, c, grid, warps, instr) -> Traffic:
 
 
 def paged_mla_split(args, c, grid, warps, instr) -> Traffic:
-    q, cache, table, mid_o = args[0], args[4], args[5], args[9]
-    tokens, heads = args[11], args[12]
-    batch, row_blocks, splits = grid
+    q, cache, table = args[0], args[4], args[5]
+    tokens, heads = args[15], args[16]
+    items, row_blocks = grid
+    batch = q.shape[0]
     dk, dv, bm, bn = c["DK"], c["DV"], c["BLOCK_M"], c["BLOCK_N"]
     context = table.shape[1] * c["PAGE"]  # the block table's capacity (the cache a decode row can hold)
+    _, shares = schedule_reference([context] * batch, items - batch + 1)  # (the grid holds batch + parts - 1)
     row_bytes = c["ROW_BYTES"] if c.get("FP8_KV") else dk * _size(cache)
     cache_bytes = batch * context * row_bytes
-    q_bytes = batch * tokens * heads * dk * _size(q)
-    mid = batch * tokens * heads * splits * (dv + 1) * 4
+    rows = tokens * heads
+    q_bytes = batch * rows * dk * _size(q)
+    # a row held whole is written once, in q's dtype; each share of a shared row as float32 with its LSE
+    shared = sum(n for n in shares if n > 1)
+    writes = sum(n == 1 for n in shares) * rows * dv * _size(q) + shared * rows * (dv + 1) * 4
     item = _size(q)  # FP8 rows are dequantized to q's dtype in registers before the dots
     steps = batch * row_blocks * math.ceil(context / bn)
     per_step = (_dot_smem(bm * dk * item, bn * dk * item, bm, warps, instr)  # S = q k^T, q from shared memory
                 + _dot_smem(0, bn * dv * item, bm, warps, instr, a_in_registers=True)  # O += p v, p in registers
                 + bn * row_bytes)  # the cache tile into shared memory
-    return Traffic(cache_bytes + q_bytes + mid, cache_bytes * (row_blocks - 1) + q_bytes * (splits - 1),
+    q_again = q_bytes * (sum(shares) / batch - 1)  # each share loads its rows' q
+    return Traffic(cache_bytes + q_bytes + writes, cache_bytes * (row_blocks - 1) + q_again,
                    steps * per_step, 2.0 * batch * row_blocks * bm * context * (dk + dv))
 
 
 def paged_mla_combine(args, c, grid, warps, instr) -> Traffic:
-    mid_o, out = args[0], args[2]
-    rows = grid[0]
-    return Traffic(rows * c["SPLITS"] * (c["DV"] + 1) * 4 + rows * c["DV"] * _size(out), 0, 0,
-                   3.0 * rows * c["SPLITS"] * c["DV"])
+    """At most: every share the buffer can hold (one per schedule item, as when every cut
+    falls inside a row: nearly so for rows of one length) read once."""
+    mid_o, out, tokens, heads = args[0], args[3], args[5], args[6]
+    batch, rows = grid[0], tokens * heads
+    shares = mid_o.numel() // (rows * c["DV"])
+    return Traffic(shares * rows * (c["DV"] + 1) * 4 + batch * rows * c["DV"] * _size(out), 0, 0,
+                   3.0 * shares * rows * c["DV"])
 
 
 def flash_attention(args, c, grid, warps, instr) -> Traffic:

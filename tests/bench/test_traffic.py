@@ -48,16 +48,23 @@ def test_paged_decode_reads_the_cache_once_from_hbm_and_again_per_row_block_from
     cache = torch.empty(batch * pages, page, 576, dtype=torch.bfloat16)
     table = torch.zeros(batch, pages, dtype=torch.int32)
     lens = torch.zeros(batch, dtype=torch.int32)
-    split, combine = recorded(lambda: paged_attention.paged_mla_attention(q, cache, table, lens, 0.1, 512))
+    schedule, split, combine = recorded(lambda: paged_attention.paged_mla_attention(q, cache, table, lens, 0.1, 512))
+    assert schedule[0].name == "mla_schedule" and schedule[3] == (1,)
     spec, args, kwargs, grid = split
     assert kwargs["BLOCK_M"] == 64 and kwargs["num_warps"] == 8  # Hopper's 64-row tile at >= 64 rows
     t = traffic.paged_mla_split(args, kwargs, grid, 8, "wgmma")
     cache_bytes = batch * pages * page * 576 * 2
-    row_blocks, splits = grid[1], grid[2]
-    assert row_blocks == heads // 64
-    assert t.hbm == cache_bytes + batch * heads * 576 * 2 + batch * heads * splits * 513 * 4
-    assert t.l2 == cache_bytes * (row_blocks - 1) + batch * heads * 576 * 2 * (splits - 1)
+    items, row_blocks = grid
+    parts = 132 // row_blocks  # one wave of H100's SMs
+    assert row_blocks == heads // 64 and items == batch + parts - 1
+    # 2 rows of 4 blocks (+5 overhead each) cut into 66 parts of one unit: 4 shares a row
+    _, shares = paged_attention.schedule_reference([pages * page] * batch, parts)
+    assert shares == [4, 4]
+    assert t.hbm == cache_bytes + batch * heads * 576 * 2 + batch * 4 * heads * 513 * 4
+    assert t.l2 == cache_bytes * (row_blocks - 1) + batch * heads * 576 * 2 * (4 - 1)
     assert t.flops == 2 * batch * heads * pages * page * (576 + 512)
+    c = traffic.paged_mla_combine(combine[1], combine[2], combine[3], 4, "none")
+    assert c.hbm == items * heads * 513 * 4 + batch * heads * 512 * 2  # at most every item's share, read once
     # wgmma: the two warpgroups split the columns, so each reads all of q every step
     step = 64 * 576 * 2
     assert traffic._dot_smem(step, 0, 64, 8, "wgmma") == 2 * step

@@ -356,14 +356,14 @@ def _jobs_at(space: Space, config: dict) -> tuple:
     """The kernel a space tunes, at DeepSeek-V3's widths in bf16, with config's tiles,
     specialized as the JIT specializes real arguments (unit strides are constants,
     pointers and widths multiples of 16): so Triton pipelines the loads as on the card."""
-    tiles = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages", "splits")}
+    tiles = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages", "parts")}
     if space.kernel == "triton.gemm":  # a linear: x [M, K] row-major, B = W^T (K contiguous)
         (spec, sig, const), unit = gemm.signature("bf16")[0], ("sak", "sbk", "scn")
         divisible = ("a_ptr", "b_ptr", "c_ptr", "sam", "sbn", "scm", "N", "K")
     elif space.kernel == "triton.paged_attention":
-        (spec, sig, const), unit = paged_attention.signature("bf16", splits=config["splits"])[0], ()
-        divisible = ("q_ptr", "cache_ptr", "table_ptr", "lens_ptr", "mid_o_ptr", "mid_lse_ptr", "stride_qb",
-                     "stride_qt", "stride_qh")
+        (spec, sig, const), unit = paged_attention.signature("bf16")[1], ()  # the split kernel
+        divisible = ("q_ptr", "cache_ptr", "table_ptr", "lens_ptr", "items_ptr", "splits_ptr", "out_ptr", "lse_ptr",
+                     "mid_o_ptr", "mid_lse_ptr", "stride_qb", "stride_qt", "stride_qh")
     elif space.kernel == "triton.grouped_gemm":  # gate + up with SiLU
         (spec, sig, const), unit = next(job for job in fused_moe.signature("bf16")
                                         if job[0].name == "grouped_gemm" and job[2]["SWIGLU"]), ()
