@@ -69,29 +69,39 @@ def bench_mla_decode(device, smoke: bool, roof: dict) -> list[dict]:
     batch, ctx, page, dk, dv = (2, 100, 16, 72, 64) if smoke else (64, 4096, 64, 576, 512)
     out = []
     for heads in ((4, 16) if smoke else (16, 128)):
-        out += _mla_decode_case(device, roof, batch, heads, ctx, page, dk, dv)
+        for varlen in (False, True):
+            out += _mla_decode_case(device, roof, batch, heads, ctx, page, dk, dv, varlen)
     return out
 
 
-def _mla_decode_case(device, roof, batch, heads, ctx, page, dk, dv) -> list[dict]:
+def _mla_decode_case(device, roof, batch, heads, ctx, page, dk, dv, varlen: bool = False) -> list[dict]:
+    """Every row holding ctx tokens, or (varlen) rows of 1 to 2 * ctx - 1 tokens, ctx on
+    average: the uneven batch the decode schedule balances."""
     import torch
 
     from dsc import ops
 
     g = torch.Generator(device=device).manual_seed(0)
-    per_row = -(-ctx // page)
+    per_row = -(-(2 * ctx if varlen else ctx) // page)
     table = torch.randperm(batch * per_row, generator=g, device=device).view(batch, per_row).to(torch.int32)
     cache = torch.randn(batch * per_row, page, dk, generator=g, device=device).to(torch.bfloat16)
     q = torch.randn(batch, 1, heads, dk, generator=g, device=device).to(torch.bfloat16)
-    lens = torch.full((batch,), ctx, dtype=torch.int32, device=device)
+    if varlen:  # 1 .. 2 ctx - 1 tokens, shuffled
+        lens = (torch.randperm(batch, generator=g, device=device) * (2 * ctx - 2) // max(1, batch - 1) + 1)
+        lens = lens.to(torch.int32)
+    else:
+        lens = torch.full((batch,), ctx, dtype=torch.int32, device=device)
+    tokens = int(lens.sum())
     scale = dk ** -0.5
-    shape = {"batch": batch, "heads": heads, "context": ctx, "page": page, "dk": dk, "dv": dv, "dtype": "bf16"}
-    nbytes = batch * ctx * dk * 2 + q.numel() * 2 + batch * heads * dv * 2
-    flops = 2 * batch * heads * ctx * (dk + dv)
+    shape = {"batch": batch, "heads": heads, "context": ctx, "page": page, "dk": dk, "dv": dv, "dtype": "bf16",
+             "lengths": "1..2ctx" if varlen else "ctx"}
+    nbytes = tokens * dk * 2 + q.numel() * 2 + batch * heads * dv * 2
+    flops = 2 * heads * tokens * (dk + dv)
 
     def eager():  # gather the pages, then attention in float32
         rows = cache[table.long()].reshape(batch, -1, dk)
         s = torch.einsum("bhd,bsd->bhs", q[:, 0].float(), rows.float()) * scale
+        s = s.masked_fill(torch.arange(rows.shape[1], device=device)[None, None] >= lens[:, None, None], float("-inf"))
         return torch.einsum("bhs,bsd->bhd", s.softmax(-1), rows[..., :dv].float()).to(q.dtype)
 
     ms = median_ms(lambda: ops.mla_decode(q, cache, table, lens, scale, dv, validate=False), device)

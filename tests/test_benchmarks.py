@@ -26,6 +26,9 @@ def test_kernel_benchmarks_smoke(tmp_path):
     kinds = {(rec["benchmark"], rec["backend"]) for rec in report["records"]}
     assert kinds == {("mla_decode", "dsc-triton"), ("mla_decode", "torch-eager"), ("fused_moe", "dsc-triton"),
                      ("fused_moe", "torch-eager")}
+    # MLA decode over rows of one length and over an uneven (varlen) batch
+    assert {rec["shape"]["lengths"] for rec in report["records"] if rec["benchmark"] == "mla_decode"} == \
+        {"ctx", "1..2ctx"}
     for rec in report["records"]:
         assert rec["device"] == report["device"] and rec["median_ms"] > 0
         assert {"shape", "GBps", "TFLOPs", "roofline_fraction"} <= set(rec)

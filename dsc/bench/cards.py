@@ -20,6 +20,7 @@ class Card:
     fp8_tflops: float | None  # dense e4m3; None: no FP8 tensor cores (weight-only FP8 runs bf16 dots)
     sms: int
     clock_ghz: float
+    l2_mb: float  # the L2 cache's capacity
 
     @property
     def smem_gbps(self) -> float:
@@ -28,10 +29,10 @@ class Card:
 
 
 CARDS = {
-    "h100-sxm": Card("H100 SXM", "sm90", 3350, 5500, 989.4, 1978.9, 132, 1.83),
-    "h800": Card("H800 SXM", "sm90", 3350, 5500, 989.4, 1978.9, 132, 1.83),
-    "h200": Card("H200 SXM", "sm90", 4800, 5500, 989.4, 1978.9, 132, 1.83),
-    "a100": Card("A100 SXM 80GB", "sm80", 2039, 4900, 312.0, None, 108, 1.41),
+    "h100-sxm": Card("H100 SXM", "sm90", 3350, 5500, 989.4, 1978.9, 132, 1.83, 50),
+    "h800": Card("H800 SXM", "sm90", 3350, 5500, 989.4, 1978.9, 132, 1.83, 50),
+    "h200": Card("H200 SXM", "sm90", 4800, 5500, 989.4, 1978.9, 132, 1.83, 50),
+    "a100": Card("A100 SXM 80GB", "sm80", 2039, 4900, 312.0, None, 108, 1.41, 40),
 }
 
 

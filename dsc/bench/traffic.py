@@ -17,8 +17,12 @@ What the model assumes, so its figures can be argued with:
 - The instruction is the one the kernel's design names for its tiles
   (dsc.codegen.triton.resources.expected_tensor_core; the resource gate checks the PTX
   has it); FP8 x FP8 dots run at the FP8 peak only as wgmma, on a card with FP8.
-- MoE routing is balanced: the N*K routed slots spread evenly over the experts (the
-  expected number of distinct experts a batch touches, each with an equal share).
+- MoE routing is balanced: each of the N*K routed slots picks an expert independently
+  and evenly, so one expert's load is Binomial(N*K, 1/E) (the expected number of
+  distinct experts touched, and of row tiles their loads cut into, follow from it).
+  Where the launch order is known (the grouped GEMM's GROUP_M groups), a re-read is an
+  L2 hit only within one wave of programs or within half the L2's bytes of the first
+  read (reread_hits_l2); otherwise it is read from HBM again.
 Kernels without a model here (row kernels, the router, the alignment) are listed
 without a bound.
 """
@@ -62,7 +66,7 @@ def _size(t) -> int:
     return t.element_size()
 
 
-def batched_gemm(args, c, grid, warps, instr) -> Traffic:
+def batched_gemm(args, c, grid, warps, instr, card: Card) -> Traffic:
     a, b, out = args[0], args[4], args[8]
     m, n, k = args[13], args[14], args[15]
     batch, split = grid[1], c.get("SPLIT_K", 1)
@@ -78,13 +82,13 @@ def batched_gemm(args, c, grid, warps, instr) -> Traffic:
     return Traffic(hbm, l2, smem, 2.0 * batch * tiles_m * bm * n * k)
 
 
-def gemm_split_reduce(args, c, grid, warps, instr) -> Traffic:
+def gemm_split_reduce(args, c, grid, warps, instr, card: Card) -> Traffic:
     out, m, n = args[1], args[5], args[6]
     size = grid[1] * m * n
     return Traffic(size * (4 * c["SPLIT_K"] + _size(out)), 0, 0, size * c["SPLIT_K"])
 
 
-def fp8_gemm(args, c, grid, warps, instr) -> Traffic:
+def fp8_gemm(args, c, grid, warps, instr, card: Card) -> Traffic:
     a, w, out = args[0], args[2], args[4]
     m, n, k = args[6], args[7], args[8]
     bm, bn, bk, split = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c.get("SPLIT_K", 1)
@@ -99,7 +103,7 @@ def fp8_gemm(args, c, grid, warps, instr) -> Traffic:
                    2.0 * tiles_m * bm * n * k, fp8=bool(c["ACT_QUANT"]))
 
 
-def paged_mla_split(args, c, grid, warps, instr) -> Traffic:
+def paged_mla_split(args, c, grid, warps, instr, card: Card) -> Traffic:
     q, cache, table = args[0], args[4], args[5]
     tokens, heads = args[15], args[16]
     items, row_blocks = grid
@@ -124,7 +128,7 @@ def paged_mla_split(args, c, grid, warps, instr) -> Traffic:
                    steps * per_step, 2.0 * batch * row_blocks * bm * context * (dk + dv))
 
 
-def paged_mla_combine(args, c, grid, warps, instr) -> Traffic:
+def paged_mla_combine(args, c, grid, warps, instr, card: Card) -> Traffic:
     """At most: every share the buffer can hold (one per schedule item, as when every cut
     falls inside a row: nearly so for rows of one length) read once."""
     mid_o, out, tokens, heads = args[0], args[3], args[5], args[6]
@@ -134,7 +138,7 @@ def paged_mla_combine(args, c, grid, warps, instr) -> Traffic:
                    3.0 * shares * rows * c["DV"])
 
 
-def flash_attention(args, c, grid, warps, instr) -> Traffic:
+def flash_attention(args, c, grid, warps, instr, card: Card) -> Traffic:
     q, k, v, out = args[0], args[4], args[8], args[14]
     batch, tokens, heads, dk = q.shape
     keys, dv = k.shape[1], c["DV"]
@@ -152,37 +156,72 @@ def flash_attention(args, c, grid, warps, instr) -> Traffic:
     return Traffic(hbm, l2, steps * per_step, 2.0 * grid[0] * grid[1] * bm * keys * visible * (dk + dv))
 
 
+def expert_loads(experts: int, slots: int) -> list[tuple[int, float]]:
+    """(slots, probability) of one expert's load when `slots` routed slots choose among
+    `experts` independently and evenly: Binomial(slots, 1 / experts), its mass within 12
+    standard deviations of the mean."""
+    if experts <= 1:
+        return [(slots, 1.0)]
+    p = 1 / experts
+    mean, sd = slots * p, math.sqrt(slots * p * (1 - p))
+    lo, hi = max(0, math.floor(mean - 12 * sd - 1)), min(slots, math.ceil(mean + 12 * sd + 1))
+    log_norm = math.lgamma(slots + 1)
+    return [(x, math.exp(log_norm - math.lgamma(x + 1) - math.lgamma(slots - x + 1) + x * math.log(p)
+                         + (slots - x) * math.log1p(-p))) for x in range(lo, hi + 1)]
+
+
 def expected_experts(experts: int, slots: int) -> float:
     """How many of `experts` a batch of `slots` balanced, independent choices touches."""
     return experts * (1 - (1 - 1 / experts) ** slots) if experts else 0.0
 
 
-def grouped_gemm(args, c, grid, warps, instr) -> Traffic:
+def expected_tiles(experts: int, slots: int, rows: int) -> float:
+    """Row tiles of `rows` the experts' loads cut into (each expert's run its own tiles)."""
+    return experts * sum(w * math.ceil(x / rows) for x, w in expert_loads(experts, slots)) if experts else 0.0
+
+
+def reread_hits_l2(distance: float, footprint: float, card: Card) -> bool:
+    """A re-read `distance` programs after the first read (in launch order) hits L2 when
+    both run in the same wave (one program per SM: these tiles fill one), or when the
+    bytes the programs in between bring in fit in half of the L2."""
+    return distance < card.sms or distance * footprint <= card.l2_mb * 1e6 / 2
+
+
+def grouped_gemm(args, c, grid, warps, instr, card: Card) -> Traffic:
+    """HBM: each touched expert's weights once, the activations once, the layout's rows
+    written. L2 or HBM, by reuse distance in the GROUP_M launch order: the activation rows
+    re-read by the row tile's other column tiles (GROUP_M programs apart), and the weights
+    re-read by an expert's further tiles (the next program within a group; a group's
+    whole width of programs apart for the 1 in GROUP_M that starts a new group). Masked
+    rows of a partial tile read nothing but are computed."""
     a, ids, w, out = args[0], args[4], args[5], args[15]
     nk, rows, n, k = args[16], args[17], args[18], args[19]
     experts = w.shape[0]
-    bm, bn, bk = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"]
+    bm, bn, bk, group = c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_K"], c["GROUP_M"]
     mats = 2 if c["SWIGLU"] else 1
-    w_item = _size(w)
+    w_item, a_item = _size(w), _size(a)
     active = expected_experts(experts, nk)
-    blocks = active * math.ceil(nk / active / bm) if active else 0  # row blocks with work
+    tiles = expected_tiles(experts, nk, bm)
     tiles_n = math.ceil(n / bn)
-    weights = active * mats * n * k * w_item
-    a_item = _size(a)
-    tokens = ids.shape[0]
-    a_hbm = (tokens if c["GATHER"] else nk) * k * a_item
-    a_l2 = blocks * bm * k * a_item * tiles_n - a_hbm
-    writes = rows * n * _size(out)  # every row of the layout, padding written as zeros
-    steps = blocks * tiles_n * math.ceil(k / bk)
+    expert_bytes = mats * n * k * w_item
+    footprint = bm * k * a_item + mats * bn * k * w_item  # one program's operands
+    a_hbm = (ids.shape[0] if c["GATHER"] else nk) * k * a_item
+    a_again = nk * k * a_item * tiles_n - a_hbm  # real rows only: masked rows load nothing
+    w_again = (tiles - active) * expert_bytes  # an expert's tiles after its first
+    w_far = w_again / group  # a tile that starts a new group: a group's width of programs after
+    l2 = w_again - w_far
+    hbm = active * expert_bytes + a_hbm + rows * n * _size(out)  # every layout row written
+    l2, hbm = (l2 + w_far, hbm) if reread_hits_l2(group * tiles_n, footprint, card) else (l2, hbm + w_far)
+    l2, hbm = (l2 + a_again, hbm) if reread_hits_l2(min(group, tiles), footprint, card) else (l2, hbm + a_again)
+    steps = tiles * tiles_n * math.ceil(k / bk)
     fp8 = bool(c["WFP8"] and c["ACT_QUANT"])
     b_item = 1 if fp8 else a_item
     smem = steps * (_dot_smem(bm * bk * (1 if fp8 else a_item), mats * bk * bn * b_item, bm, warps, instr)
                     + (bm * a_item + mats * bn * w_item) * bk)
-    return Traffic(weights + a_hbm + writes, weights * (math.ceil(nk / active / bm) - 1 if active else 0) + a_l2,
-                   smem, 2.0 * blocks * bm * mats * n * k, fp8=fp8)
+    return Traffic(hbm, l2, smem, 2.0 * tiles * bm * mats * n * k, fp8=fp8)
 
 
-def moe_combine(args, c, grid, warps, instr) -> Traffic:
+def moe_combine(args, c, grid, warps, instr, card: Card) -> Traffic:
     y, out = args[0], args[2]
     tokens, h = grid[0], args[3]
     return Traffic(tokens * c["TOPK"] * h * _size(y) + tokens * h * _size(out), 0, 0, tokens * c["TOPK"] * h)
@@ -218,10 +257,10 @@ def model(labelled: list[tuple[str, list[tuple]]], card: Card) -> list[dict]:
             programs = math.prod(grid)
             row = {"where": label, "group": options["group"], "kernel": spec.name, "programs": programs,
                    "num_warps": warps, "instruction": instr,
-                   "tiles": {k: v for k, v in consts.items() if k.startswith("BLOCK") or k in ("SPLITS", "SPLIT_K")}}
+                   "tiles": {k: v for k, v in consts.items() if k.startswith("BLOCK") or k in ("GROUP_M", "SPLIT_K")}}
             fn = MODELS.get(spec.name)
             if fn is not None:
-                t = fn(options["args"], consts, grid, warps, instr)
+                t = fn(options["args"], consts, grid, warps, instr, card)
                 b = bound(t, card, programs)
                 row.update(hbm_bytes=t.hbm, l2_bytes=t.l2, smem_bytes=t.smem, flops=t.flops, fp8=t.fp8,
                            bound_us=b["seconds"] * 1e6, limiter=b["limiter"],

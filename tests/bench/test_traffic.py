@@ -18,6 +18,8 @@ from dsc.codegen.triton.build import recorded_launches  # noqa: E402
 from dsc.runtime.device import REFERENCE_CARDS  # noqa: E402
 from util import clean_env  # noqa: E402
 
+H100 = CARDS["h100-sxm"]
+
 
 def recorded(fn):
     with recorded_launches(gpu=REFERENCE_CARDS["sm90"]) as launches:
@@ -32,10 +34,10 @@ def test_gemm_bytes_and_flops_are_its_operands_and_their_re_reads():
         lambda: gemm.bmm_into(a, b, torch.empty(1, m, n, dtype=torch.bfloat16)))
     bm, bn, split = kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["SPLIT_K"]
     assert split == 2 and reduce.name == "gemm_split_reduce"  # 40 output tiles on 132 SMs
-    t = traffic.batched_gemm(args, kwargs, grid, kwargs["num_warps"], "wgmma")
+    t = traffic.batched_gemm(args, kwargs, grid, kwargs["num_warps"], "wgmma", H100)
     tiles_m, tiles_n = math.ceil(m / bm), math.ceil(n / bn)
     assert t.hbm == 2 * (m * k + k * n) + 4 * split * m * n  # float32 partials instead of the output
-    r = traffic.gemm_split_reduce(rargs, rkwargs, rgrid, 4, "none")
+    r = traffic.gemm_split_reduce(rargs, rkwargs, rgrid, 4, "none", H100)
     assert r.hbm == m * n * (4 * split + 2)
     assert t.l2 == 2 * (m * k * (tiles_n - 1) + k * n * (tiles_m - 1))
     assert t.flops == 2 * tiles_m * bm * n * k  # the padded rows of the last tile are computed too
@@ -52,7 +54,7 @@ def test_paged_decode_reads_the_cache_once_from_hbm_and_again_per_row_block_from
     assert schedule[0].name == "mla_schedule" and schedule[3] == (1,)
     spec, args, kwargs, grid = split
     assert kwargs["BLOCK_M"] == 64 and kwargs["num_warps"] == 8  # Hopper's 64-row tile at >= 64 rows
-    t = traffic.paged_mla_split(args, kwargs, grid, 8, "wgmma")
+    t = traffic.paged_mla_split(args, kwargs, grid, 8, "wgmma", H100)
     cache_bytes = batch * pages * page * 576 * 2
     items, row_blocks = grid
     parts = 132 // row_blocks  # one wave of H100's SMs
@@ -63,7 +65,7 @@ def test_paged_decode_reads_the_cache_once_from_hbm_and_again_per_row_block_from
     assert t.hbm == cache_bytes + batch * heads * 576 * 2 + batch * 4 * heads * 513 * 4
     assert t.l2 == cache_bytes * (row_blocks - 1) + batch * heads * 576 * 2 * (4 - 1)
     assert t.flops == 2 * batch * heads * pages * page * (576 + 512)
-    c = traffic.paged_mla_combine(combine[1], combine[2], combine[3], 4, "none")
+    c = traffic.paged_mla_combine(combine[1], combine[2], combine[3], 4, "none", H100)
     assert c.hbm == items * heads * 513 * 4 + batch * heads * 512 * 2  # at most every item's share, read once
     # wgmma: the two warpgroups split the columns, so each reads all of q every step
     step = 64 * 576 * 2
@@ -90,6 +92,46 @@ def test_balanced_routing_touches_the_expected_experts():
     assert traffic.expected_experts(256, 1) == pytest.approx(1)
     assert traffic.expected_experts(256, 100000) == pytest.approx(256)
     assert 200 < traffic.expected_experts(257, 576) < 240
+    # one expert's load is a binomial: its mass sums to one, its mean is slots / experts
+    loads = traffic.expert_loads(256, 32768)
+    assert sum(w for _, w in loads) == pytest.approx(1) and sum(x * w for x, w in loads) == pytest.approx(128)
+    # 128 slots an expert on average, 128-row tiles: about half the experts need a second
+    assert 1.3 * 256 < traffic.expected_tiles(256, 32768, 128) < 1.7 * 256
+    assert traffic.expected_tiles(256, 16, 16) == pytest.approx(traffic.expected_experts(256, 16))
+    assert traffic.expected_tiles(1, 40, 16) == 3
+
+
+def test_grouped_gemm_re_reads_come_from_l2_only_when_the_launch_order_brings_them_close():
+    """V3's gate+up at 4096 tokens: with GROUP_M 16 the activation tile's re-reads (16
+    programs apart) and an expert's second tile (the next program) hit L2; launched a row
+    tile at a time down every column (GROUP_M past the tile count: the old order), the
+    activations come from HBM again for every column tile."""
+    from dsc.codegen.triton import fused_moe
+
+    tokens, experts, topk, hidden, inter = 4096, 256, 8, 7168, 2048
+    x = torch.empty(tokens, hidden, dtype=torch.bfloat16)
+    ids = torch.empty(tokens, topk, dtype=torch.int64)
+    w13 = torch.empty(experts, 2 * inter, hidden, dtype=torch.bfloat16)
+    slots = torch.empty(tokens * topk + experts * 15, dtype=torch.int32)
+    with recorded_launches(gpu=REFERENCE_CARDS["sm90"]) as launches:
+        fused_moe._grouped_gemm(x, slots, ids, w13, None, gather=True, swiglu=True, block=16)
+    spec, args, kwargs, grid = launches[-1]
+    assert spec.name == "grouped_gemm" and kwargs["GROUP_M"] == 16 and kwargs["BLOCK_M"] == 128
+    near = traffic.grouped_gemm(args, kwargs, grid, 8, "wgmma", H100)
+    far = traffic.grouped_gemm(args, {**kwargs, "GROUP_M": 10 ** 6}, grid, 8, "wgmma", H100)
+    weights = experts * 2 * inter * hidden * 2
+    acts = tokens * topk * hidden * 2
+    tiles_n = 2 * inter // 2 // kwargs["BLOCK_N"]
+    # HBM: the weights once (every expert is touched), x once, the layout's rows written, and
+    # the second tiles' weights where a tile starts a new group (1 in 16: 512 programs on)
+    second = (traffic.expected_tiles(experts, tokens * topk, 128) - experts) * weights / experts
+    assert near.hbm == pytest.approx(weights + tokens * hidden * 2 + slots.shape[0] * inter * 2 + second / 16,
+                                     rel=1e-6)
+    # the old order: the activations again from HBM for every column tile (an expert's
+    # next tile still follows its first, reading the same weight tile right after it)
+    assert far.hbm - near.hbm == pytest.approx(acts * tiles_n - tokens * hidden * 2 - second / 16, rel=1e-5)
+    assert near.l2 < 2 * weights  # the issue's target: prefill L2 traffic within 2x the weights
+    assert near.flops == far.flops > 2 * tokens * topk * 2 * inter * hidden  # padded tiles are computed
 
 
 def test_dsc_bench_traffic_runs_without_a_gpu(tmp_path):

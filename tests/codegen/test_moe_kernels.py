@@ -91,8 +91,8 @@ def test_grouped_gemms_and_combine_match_the_reference(backend, routing, seed, h
     assert_close(h.float(), h_ref.float(), tol, "gate+up with SiLU")
     y_ref = ref("grouped_gemm", h_ref, slots, ids, w2, route, gather=False)
     y = kernels.grouped_gemm(h_ref, slots, ids, w2, route, block=16, gather=False, swiglu=False)
-    assert y.dtype == torch.float32
-    assert_close(y, y_ref, tol, "down with routing weights")
+    assert y.dtype == dtype == y_ref.dtype  # the model's dtype, as vLLM writes the down projection
+    assert_close(y.float(), y_ref.float(), tol, "down with routing weights")
     padding = slots >= n * k
     assert torch.equal(y[padding], torch.zeros_like(y[padding]))  # padding rows are zero
     out = kernels.combine(y_ref, slots, ids, dtype)

@@ -401,8 +401,8 @@ def test_the_grouped_gemm_row_tile_is_tuned_per_batch_bucket(fake_device, monkey
     monkeypatch.setattr(tuned, "device_limits", lambda device: ARCH_LIMITS["sm90"])
     space = fused_moe.TUNING
     shape = {"N": 4096, "K": 7168, "experts": 256, "topk": 8, "block": 16, "swiglu": True, "fp8": 0, "itemsize": 2}
-    small = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 4}
-    large = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3}
+    small = {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 1, "num_warps": 4, "num_stages": 4}
+    large = {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 16, "num_warps": 8, "num_stages": 3}
     t = TunedTable(dev.name)
     for m, cfg in ((8, small), (2048, large)):
         t.put(space.kernel, "bfloat16", shape_key({**shape, "M": m}), {"config": cfg})

@@ -10,7 +10,8 @@
   tiles of BLOCK_M rows (tuned per batch bucket, 16 to 128) that never cross an expert's
   run, so every row of a tile belongs to one expert, whose weight tile it reads. gate+up runs as two dots sharing the A
   tile with SiLU(gate)*up in the epilogue; down takes the routing weight in its
-  epilogue. Blocks of padding do no K loop and write zeros.
+  epilogue and writes its rows in the activation dtype (vLLM's layout, half the bytes of
+  float32 rows). Blocks of padding do no K loop and write zeros.
 - combine: the inverse of the sort (slot -> row), then one program per token summing
   its K rows in float32 in a fixed order (deterministic, unlike atomics).
 
@@ -128,15 +129,25 @@ def moe_tiles(sorted_ptr, ids_ptr, tiles_ptr, NK, BLOCKS, TILES, EB: tl.constexp
 
 @triton.jit
 def grouped_gemm(a_ptr, sam, sorted_ptr, tiles_ptr, ids_ptr, wg_ptr, wu_ptr, swe, swn, swk, s_ptr, sse, KB, UP_OFF,
-                 route_ptr, out_ptr, NK, ROWS, N, K,
+                 route_ptr, out_ptr, NK, ROWS, N, K, TILES,
                  TOPK: tl.constexpr, GATHER: tl.constexpr, SWIGLU: tl.constexpr, ROUTE: tl.constexpr,
                  WFP8: tl.constexpr, ACT_QUANT: tl.constexpr, EB: tl.constexpr, BLOCK_M: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
-    start = tl.load(tiles_ptr + tl.program_id(0))  # this tile's first layout block (moe_tiles)
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr, DOT_F32: tl.constexpr):
+    # launch order (grid (GROUP_M, column tiles, groups), x fastest): GROUP_M row tiles at
+    # a time, each column tile of the group's rows in turn (vLLM's GROUP_SIZE_M). A row
+    # tile's activations are re-read by its column tiles GROUP_M programs apart, and an
+    # expert's next tile reads the weight tile just read: both from L2, not HBM. (The
+    # same order computed from a 1-D program id, by division, capped sm_80's registers
+    # at 128 and spilled.)
+    tile = tl.program_id(2) * GROUP_M + tl.program_id(0)
+    col = tl.program_id(1)
+    if tile >= TILES:  # the last group's spare slots
+        return
+    start = tl.load(tiles_ptr + tile)  # this tile's first layout block (moe_tiles)
     if start < 0:  # past the last tile
         return
     r = start * EB + tl.arange(0, BLOCK_M)
-    n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n = col * BLOCK_N + tl.arange(0, BLOCK_N)
     kk = tl.arange(0, BLOCK_K)
     key = _run_key(sorted_ptr, ids_ptr, start, start >= 0, NK, EB)
     # the tile's rows: its run's blocks only (a run may end before BLOCK_M rows)
@@ -210,7 +221,8 @@ def moe_combine(y_ptr, inv_ptr, out_ptr, H, TOPK: tl.constexpr, BLOCK_H: tl.cons
 ALIGN_COUNT = KernelSpec("moe_align_count", with_helpers(SOURCE), "(cdiv(NK, CHUNK),)")
 ALIGN_OFFSETS = KernelSpec("moe_align_offsets", with_helpers(SOURCE), "(1,)")
 ALIGN_PLACE = KernelSpec("moe_align_place", with_helpers(SOURCE), "(cdiv(NK, CHUNK),)")
-GEMM = KernelSpec("grouped_gemm", with_helpers(SOURCE), "(tiles bound, cdiv(N, BLOCK_N))", dot_rows="BLOCK_M")
+GEMM = KernelSpec("grouped_gemm", with_helpers(SOURCE), "(GROUP_M, cdiv(N, BLOCK_N), cdiv(tiles bound, GROUP_M))",
+                  dot_rows="BLOCK_M")
 TILES = KernelSpec("moe_tiles", with_helpers(SOURCE), "(1,)")
 INVERSE = KernelSpec("moe_inverse", with_helpers(SOURCE), "(cdiv(ROWS, BLOCK),)")
 COMBINE = KernelSpec("moe_combine", with_helpers(SOURCE), "(N tokens, cdiv(H, BLOCK_H))")
@@ -255,15 +267,14 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     else a wgᵀ) [* route], padding rows zero. Row tiles of BLOCK_M (a multiple of block,
     tuned per batch bucket) within one expert's run (moe_tiles); config: a TUNING config
     instead of the tuned or default one (tests draw tiles with it). w_gate / w_up [E, N, K]
-    (any strides, the same for both: views of one w13); float32 out with route. With
+    (any strides, the same for both: views of one w13); out in a's dtype. With
     scales [E, ceil(rows/b), ceil(K/b)] the weights are block-scaled e4m3 (the up rows
     start up_offset rows into the scaled weight); act_quant quantizes the activations per
     row per scale_block channels."""
     rows = sorted_slots.shape[0]
     n, k = w_gate.shape[1], w_gate.shape[2]
-    out_dtype = torch.float32 if route is not None else a.dtype
     if out is None:
-        out = torch.empty(rows, n, dtype=out_dtype, device=a.device)
+        out = torch.empty(rows, n, dtype=a.dtype, device=a.device)
     a = a if a.stride(-1) == 1 else a.contiguous()
     ids = ids.contiguous()
     fp8 = scales is not None
@@ -273,12 +284,13 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     device = choosing_for(a)
     tuned = config or TUNING.choose(shape, a.dtype, device)
     bm = tuned["BLOCK_M"]
-    cfg = {"BLOCK_M": bm, "BLOCK_N": tuned["BLOCK_N"], "BLOCK_K": tuned["BLOCK_K"], **launch_options(tuned, device)}
+    cfg = {"BLOCK_M": bm, "BLOCK_N": tuned["BLOCK_N"], "BLOCK_K": tuned["BLOCK_K"], "GROUP_M": tuned["GROUP_M"],
+           **launch_options(tuned, device)}
     blocks = -(-rows // block)
     # tiles of bm rows never mix experts: at most one partial tile per run (the experts'
     # and the sentinel tail's) beyond the full ones
     bound = -(-blocks // (bm // block)) + w_gate.shape[0] + 1
-    grid = (bound, -(-n // cfg["BLOCK_N"]))
+    grid = (cfg["GROUP_M"], -(-n // cfg["BLOCK_N"]), -(-bound // cfg["GROUP_M"]))
     if rows and n:
         tiles = torch.empty(bound, dtype=torch.int32, device=a.device)
         load_kernel(TILES, a.device)[(1,)](sorted_slots, ids, tiles, ids.numel(), blocks, bound, EB=block,
@@ -293,7 +305,7 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
             a, a.stride(0), sorted_slots, tiles, ids, w_gate, w_up if w_up is not None else w_gate,
             w_gate.stride(0), w_gate.stride(1), w_gate.stride(2), s, s.stride(0) if fp8 else 0,
             s.shape[-1] if fp8 else 0, up_offset,
-            route.contiguous() if route is not None else a, out, ids.numel(), rows, n, k, TOPK=ids.shape[1],
+            route.contiguous() if route is not None else a, out, ids.numel(), rows, n, k, bound, TOPK=ids.shape[1],
             GATHER=gather, SWIGLU=w_up is not None, ROUTE=route is not None, WFP8=fp8, ACT_QUANT=act_quant,
             EB=block, DOT_F32=device.type != "cuda" or (a.dtype == torch.float32 and not act_quant), **cfg)
     return out
@@ -312,7 +324,8 @@ def default_config(shape, device: torch.device) -> dict:
     fixed = _fixed(shape)
     if device.type != "cuda":
         return {"BLOCK_M": shape["block"], "BLOCK_N": max(16, min(128, next_pow2(shape["N"]))),
-                "BLOCK_K": max(16, min(64, next_pow2(shape["K"]))), "num_warps": 4, "num_stages": 1, **fixed}
+                "BLOCK_K": max(16, min(64, next_pow2(shape["K"]))), "GROUP_M": 1, "num_warps": 4, "num_stages": 1,
+                **fixed}
     bm = default_block_m(shape)
     hopper = on_hopper(device)
     if shape["fp8"] and not hopper:
@@ -323,8 +336,10 @@ def default_config(shape, device: torch.device) -> dict:
     # (per-row activation scales beside two accumulators) and sm_80's 128-row tiles spill
     # at 128 columns and fit at 64 (measured with ptxas -v, triton 3.6)
     bn = 128 if hopper and bm == 128 and not shape["fp8"] else 64
-    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "num_warps": 8 if bm == 128 else 4, "num_stages": 3,
-            **fixed}
+    # groups of 16 row tiles: all of a group's column tiles stay within one wave of
+    # programs' reach, and an expert's tiles (consecutive) share a group but for 1 in 16
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "GROUP_M": 16, "num_warps": 8 if bm == 128 else 4,
+            "num_stages": 3, **fixed}
 
 
 def _fixed(shape) -> dict:
@@ -344,8 +359,8 @@ def fits(config: dict, shape, limits) -> bool:
 
 
 TUNING = Space("triton.grouped_gemm", {"BLOCK_M": (16, 32, 64, 128), "BLOCK_N": (32, 64, 128, 256),
-                                       "BLOCK_K": (32, 64, 128, 256), "num_warps": (2, 4, 8),
-                                       "num_stages": (2, 3, 4, 5)},
+                                       "BLOCK_K": (32, 64, 128, 256), "GROUP_M": (1, 4, 16, 64),
+                                       "num_warps": (2, 4, 8), "num_stages": (2, 3, 4, 5)},
                bucketed=("M",), default=default_config, fits=fits, fixed=_fixed)
 
 
@@ -382,13 +397,14 @@ def signature(dtype: str, experts: int = 257, topk: int = 9, block: int = 16, fp
                 "wg_ptr": f"*{wdt}", "wu_ptr": f"*{wdt}", "swe": "i32", "swn": "i32", "swk": "i32", "s_ptr": "*fp32",
                 "sse": "i32",
                 "KB": "i32", "UP_OFF": "i32", "route_ptr": "*fp32", "out_ptr": f"*{dtype}", "NK": "i32",
-                "ROWS": "i32", "N": "i32", "K": "i32"}
-    common = {"TOPK": topk, "EB": block, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128 if fp8 else 64, "WFP8": fp8,
+                "ROWS": "i32", "N": "i32", "K": "i32", "TILES": "i32"}
+    common = {"TOPK": topk, "EB": block, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128 if fp8 else 64, "GROUP_M": 16,
+              "WFP8": fp8,
               "ACT_QUANT": fp8 and act_quant, "DOT_F32": dtype == "fp32" and not (fp8 and act_quant)}
     up = job(GEMM, gemm_sig, {"GATHER": True, "SWIGLU": True, "ROUTE": False, **common})
-    down = job(GEMM, {**gemm_sig, "out_ptr": "*fp32"}, {"GATHER": False, "SWIGLU": False, "ROUTE": True, **common})
+    down = job(GEMM, gemm_sig, {"GATHER": False, "SWIGLU": False, "ROUTE": True, **common})
     inverse = job(INVERSE, {"sorted_ptr": "*i32", "inv_ptr": "*i32", "NK": "i32", "ROWS": "i32"}, {"BLOCK": 1024})
-    comb = job(COMBINE, {"y_ptr": "*fp32", "inv_ptr": "*i32", "out_ptr": f"*{dtype}", "H": "i32"},
+    comb = job(COMBINE, {"y_ptr": f"*{dtype}", "inv_ptr": "*i32", "out_ptr": f"*{dtype}", "H": "i32"},
                {"TOPK": topk, "BLOCK_H": 1024})
     tiles_job = job(TILES, {"sorted_ptr": "*i32", "ids_ptr": "*i64", "tiles_ptr": "*i32", "NK": "i32",
                             "BLOCKS": "i32", "TILES": "i32"},

@@ -145,7 +145,7 @@ def define_grouped(kd: int, nw: int, topk: int, block: int, gather: bool, swiglu
                     if swiglu:
                         h[0] = rnd(rnd(h[0] / (f32(1) + T.exp(-h[0]))) * rnd(tot[1]))
                     if route_dt is not None:
-                        out[r, n0 + j] = h[0] * route[slot // topk, slot % topk].astype("float32")
+                        out[r, n0 + j] = store_as(h[0] * route[slot // topk, slot % topk].astype("float32"), out_dt)
                     else:
                         out[r, n0 + j] = store_as(h[0], out_dt)
         else:
@@ -211,7 +211,7 @@ def grouped_gemm(a: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor,
     rows, (n_tok, topk), (experts, nw, kd) = sorted_slots.shape[0], ids.shape, w.shape
     act_dt = TVM_OF_TORCH[a.dtype]
     route_dt = TVM_OF_TORCH[route_w.dtype] if route_w is not None else None
-    out_dtype = torch.float32 if route_w is not None else a.dtype
+    out_dtype = a.dtype  # the down projection's weighted rows too (the IR's rule)
     shape = {"M": n_tok, "N": nw, "K": kd, "experts": experts, "topk": topk, "block": block, "swiglu": swiglu,
              "fp8": scale_block if fp8_w else 0}
     fn = compiled(define_grouped, kd, nw, topk, block, gather, swiglu, route_dt, act_dt, TVM_OF_TORCH[out_dtype],
@@ -330,6 +330,6 @@ def _experts_defs(group, d) -> list:
     return [d(define_align, e, EXPERT_BLOCK, ids.shape[1], dt(ids)),
             d(define_grouped, hidden, 2 * inter, ids.shape[1], EXPERT_BLOCK, True, True, None, dt(x), dt(x), dt(ids),
               None, False),
-            d(define_grouped, inter, hidden, ids.shape[1], EXPERT_BLOCK, False, False, dt(w), dt(x), "float32",
-              dt(ids), None, False),
-            d(define_combine, ids.shape[1], hidden, "float32", dt(x))]
+            d(define_grouped, inter, hidden, ids.shape[1], EXPERT_BLOCK, False, False, dt(w), dt(x), dt(x),
+              dt(ids), None, False),  # the down projection's rows in x's dtype (the IR's rule)
+            d(define_combine, ids.shape[1], hidden, dt(x), dt(x))]

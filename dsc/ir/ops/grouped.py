@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from dsc.ir.opdef import Attr, OpDef, register
 from dsc.ir.ops.checks import dim_match, float_dtype, int_dtype, rank_is, same_dtype
-from dsc.ir.types import TensorType, f32, i32
+from dsc.ir.types import TensorType, i32
 
 # Rows per expert block of the grouped GEMMs: the moe_align block fuse_experts writes, and
 # what an unfused moe_experts and dsc.ops.fused_moe run at. Kernels tune their own tiles inside it.
@@ -126,7 +126,9 @@ class GroupedGemm(OpDef):
     Row r reads a[slot // top_k] (gather=True: a holds tokens) or a[r] (a is already in
     sorted order) and computes w[e] @ row, e = ids.flat[slot]. swiglu=True takes
     w[e] = [gate; up] and returns silu(gate) * up (half the width). With route_w, the
-    row is scaled by route_w.flat[slot] and returned in float32 for the combine.
+    row is scaled by route_w.flat[slot] in float32 and rounded to a's dtype (the model's:
+    the down projection written as vLLM's fused MoE and DeepSeek's own inference write
+    it, half the bytes of float32 rows for the combine, which sums them in float32).
     Padding rows are zero.
     """
 
@@ -156,7 +158,6 @@ class GroupedGemm(OpDef):
             rank_is(self, "route_w", srcs[4], 2)
             float_dtype(self, "route_w", srcs[4])
             dim_match(self, "route_w's shape", srcs[4].shape[1], ids.shape[1])
-            dtype = f32
         return TensorType([sorted_.shape[0], width], dtype)
 
     def reference(self, args, a):
@@ -167,8 +168,7 @@ class GroupedGemm(OpDef):
         slots = sorted_.to(torch.int64)
         valid = slots < flat_ids.numel()
         width = w.shape[1] // 2 if a["swiglu"] else w.shape[1]
-        out = torch.zeros(slots.shape[0], width, dtype=torch.float32 if route is not None else x.dtype,
-                          device=x.device)
+        out = torch.zeros(slots.shape[0], width, dtype=x.dtype, device=x.device)
         rows = torch.nonzero(valid).reshape(-1)
         experts = flat_ids[slots[rows]]
         for e in experts.unique().tolist():

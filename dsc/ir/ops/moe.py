@@ -144,8 +144,9 @@ class MoeExperts(OpDef):
     """sum_j w[n, j] * down_e(silu(gate_e(x_n)) * up_e(x_n)) with e = ids[n, j].
 
     x [N, H]; ids, w [N, K]; gate, up [E, I, H]; down [E, H, I] (stacked per-expert
-    nn.Linear weights). Each expert runs only on the tokens routed to it; the weighted
-    sum accumulates in float32 and is cast to x's dtype at the end.
+    nn.Linear weights). Each expert runs only on the tokens routed to it; each weighted
+    row (the product in float32) is rounded to x's dtype, as the grouped path's down
+    projection writes it, and the rows summed in float32, cast to x's dtype at the end.
     """
 
     name = "moe_experts"
@@ -179,7 +180,8 @@ class MoeExperts(OpDef):
             tok, slot = torch.where(ids == e)
             h = x[tok]
             act = F.silu(F.linear(h, gate[e])) * F.linear(h, up[e])
-            out.index_add_(0, tok, F.linear(act, down[e]).float() * w[tok, slot, None].float())
+            weighted = (F.linear(act, down[e]).float() * w[tok, slot, None].float()).to(x.dtype)
+            out.index_add_(0, tok, weighted.float())
         return out.to(x.dtype)
 
     def flops(self, srcs, out, a):

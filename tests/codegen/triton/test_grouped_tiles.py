@@ -1,5 +1,6 @@
 """Triton's grouped GEMMs at every row tile a GPU can pick (BLOCK_M 16 to 128 over the
-16-row expert runs, cut by moe_tiles so no tile mixes experts), drawn under the
+16-row expert runs, cut by moe_tiles so no tile mixes experts) and launch order (GROUP_M
+row tiles at a time), drawn under the
 interpreter against the reference ops: gate+up with SiLU, down with routing weights and
 zero padding rows, and the FP8 weights, on balanced, skewed and one-expert routings.
 Both backends at their default tiles: tests/codegen/test_moe_kernels.py."""
@@ -26,8 +27,8 @@ def ref(op, *args, **attrs):
 
 @given(seed=seeds, tokens=st.integers(1, 50), topk=st.integers(1, 3), experts=st.integers(1, 6),
        routing=st.sampled_from(["balanced", "skewed", "one"]), block_m=st.sampled_from([16, 32, 64, 128]),
-       fp8=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
-def test_every_row_tile_matches_the_reference(seed, tokens, topk, experts, routing, block_m, fp8, dtype):
+       group_m=st.sampled_from([1, 3, 16]), fp8=st.booleans(), dtype=st.sampled_from([torch.float32, torch.bfloat16]))
+def test_every_row_tile_matches_the_reference(seed, tokens, topk, experts, routing, block_m, group_m, fp8, dtype):
     topk = min(topk, experts)
     g = torch.Generator().manual_seed(seed)
     if routing == "one":  # every token's first choice is expert 0: one long run, tiles of it
@@ -36,13 +37,14 @@ def test_every_row_tile_matches_the_reference(seed, tokens, topk, experts, routi
         pool = min(experts, topk + 1) if routing == "skewed" else experts
         ids = torch.stack([torch.randperm(pool, generator=g)[:topk] for _ in range(tokens)])
     ids = ids.to(torch.int64)
-    hidden, inter = 64, 32
+    hidden, inter = 64, 96  # three 32-column tiles of gate+up: groups walk several columns
     x = torch.randn(tokens, hidden, generator=g).to(dtype)
     w13 = (torch.randn(experts, 2 * inter, hidden, generator=g) / 8)
     w2 = (torch.randn(experts, hidden, inter, generator=g) / 8)
     route = torch.rand(tokens, topk, generator=g)
     slots = ref("moe_align", ids, experts=experts, block=16)
-    config = {"BLOCK_M": block_m, "BLOCK_N": 32, "BLOCK_K": 32, "num_warps": 4, "num_stages": 1}
+    # GROUP_M: the launch order's row-tile groups, a last group short of it (3) included
+    config = {"BLOCK_M": block_m, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": group_m, "num_warps": 4, "num_stages": 1}
     tol = F32_TOL if dtype == torch.float32 else BF16_TOL
     if fp8:
         scales = ref("fp8_scale", w13, tile_n=32, tile_k=32)
