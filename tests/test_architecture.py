@@ -25,7 +25,7 @@ PARTS = {
     "codegen": ("dsc.codegen",),
     "executor": ("dsc.executor",),
     "compiler": ("dsc.compiler",),
-    "frontends": ("dsc.nn", "dsc.ops", "dsc.integrations", "dsc.tune", "dsc.bench"),
+    "frontends": ("dsc.nn", "dsc.ops", "dsc.compat", "dsc.integrations", "dsc.tune", "dsc.bench"),
     "cli": ("dsc.cli", "dsc.__main__"),
     "face": ("dsc",),
 }

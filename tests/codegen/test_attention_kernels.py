@@ -84,6 +84,34 @@ def test_a_query_that_sees_nothing_gets_zero_and_infinite_lse(backend):
     assert bool(out[1].abs().sum() > 0) and bool(torch.isfinite(lse[1]).all())
 
 
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_nan_in_positions_no_query_sees_never_reaches_the_output(backend):
+    """A page slot past a row's length, or a page no row uses, may hold anything, NaN
+    included (FlashMLA's test fills them so): the output must be what the clean cache
+    gives, on the paged and the dense kernels alike."""
+    g = torch.Generator().manual_seed(6)
+    lens = torch.tensor([3, 40], dtype=torch.int32)
+    q, cache, table = paged_case(g, 2, 2, 4, 24, 16, lens, torch.float32, spare_pages=2)
+    clean = backend_kernels(backend).paged_attention(q, cache, table, lens, 0.5, 16, len_offset=2)
+    dirty = cache.clone()
+    flat = dirty.view(-1, 24)
+    used = torch.zeros(flat.shape[0], dtype=torch.bool)
+    for b, n in enumerate((lens + 2).tolist()):
+        for s in range(n):
+            used[int(table[b, s // 16]) * 16 + s % 16] = True
+    flat[~used] = float("nan")
+    out, lse = backend_kernels(backend).paged_attention(q, dirty, table, lens, 0.5, 16, len_offset=2)
+    assert_close(out, clean[0], F32_TOL, f"paged output beside NaN on {backend}")
+    assert_close(lse, clean[1], F32_TOL, f"paged lse beside NaN on {backend}")
+    qd, k, v = dense_case(g, lens, 2, 48, 4, 1, 24, 16, torch.float32)
+    want = backend_kernels(backend).attention(qd, k, v, lens, 0.25, len_offset=2)[0]
+    k, v = k.clone(), v.clone()
+    for b, n in enumerate((lens + 2).tolist()):
+        k[b, n:], v[b, n:] = float("nan"), float("nan")
+    assert_close(backend_kernels(backend).attention(qd, k, v, lens, 0.25, len_offset=2)[0], want, F32_TOL,
+                 f"dense output beside NaN on {backend}")
+
+
 @pytest.mark.parametrize("bad, message", [
     (lambda q, c, t, n: (q[0], c, t, n), "q must have 4 dims"),
     (lambda q, c, t, n: (q, c[..., :-1], t, n), "kv_cache must have shape"),

@@ -6,7 +6,8 @@ its prefix).
 Kernels (dsc.ops.mla_prefill and mla_decode call them too):
 attention(q, k, v, lengths, scale, *, len_offset, out=None) -> (out, lse);
 paged_attention(q, cache, table, lengths, scale, v_dim, *, len_offset, causal=True, num_splits=None,
-fp8_group=None, out=None) -> (out, lse). lengths + len_offset are each row's tokens, its T
+schedule=None, fp8_group=None, out=None) -> (out, lse) (schedule: a decode schedule built once
+for a step's layers, dsc.codegen.triton.paged_attention.DecodeSchedule). lengths + len_offset are each row's tokens, its T
 queries last; lse [B, H, T] float32, +inf (and out 0) where a query sees no position."""
 
 from dsc.codegen.groups import GroupKind

@@ -42,8 +42,11 @@ def _softmax_stages(te, tir, q, key, value, total, shape, s_len, dk: int, dv: in
     rs2 = te.reduce_axis((0, s_len), name="s2")
     den = te.compute([b_, t_, h_], lambda b, t, h: te.sum(probs[b, t, h, rs2], axis=rs2), name="den")
     rs3 = te.reduce_axis((0, s_len), name="s3")
-    acc = te.compute([b_, t_, h_, dv], lambda b, t, h, v: te.sum(probs[b, t, h, rs3] * value(b, rs3, h, v), axis=rs3),
-                     name="acc")
+    # a position the query does not see adds nothing, whatever its row holds (a page past a
+    # row's length may hold NaN: 0 * NaN would poison the sum)
+    acc = te.compute([b_, t_, h_, dv], lambda b, t, h, v: te.sum(tir.if_then_else(
+        visible(b, t, rs3), probs[b, t, h, rs3] * value(b, rs3, h, v), tir.const(0.0, "float32")), axis=rs3),
+        name="acc")
     # a query that sees no position: out 0 and lse +inf (FlashMLA's convention, as the Triton kernels)
     seen = lambda b, t, h: den[b, t, h] > tir.const(0.0, "float32")  # noqa: E731
     out = te.compute([b_, t_, h_, dv], lambda b, t, h, v: store_as(tir.if_then_else(
@@ -164,9 +167,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.
 
 @KERNELS.provides("paged_attention")
 def _paged_attention(q, cache, table, lengths, scale, v_dim, *, len_offset, causal=True, num_splits=None,
-                     fp8_group=None, out=None):
-    """The group kinds' convention on this kernel. num_splits is a split-KV hint of the
-    GPU kernels; the CPU kernel has no split and ignores it. Non-causal attention is the
+                     schedule=None, fp8_group=None, out=None):
+    """The group kinds' convention on this kernel. num_splits and schedule steer the GPU
+    kernels' split-KV; the CPU kernel has no split and ignores both. Non-causal attention is the
     causal kernel on the T queries folded into the heads as one token that sees every
     position (one latent head serves all heads, as FlashMLA folds them)."""
     if causal or q.shape[1] == 1:
