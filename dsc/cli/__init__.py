@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", metavar="PATH", help="the JSON to write (default: this device's file in the user "
                                                      "directory: $DSC_TUNED_DIR, else $XDG_CACHE_HOME/dsc/tuned, "
                                                      "else ~/.cache/dsc/tuned)")
+    tune.add_argument("--import-vllm", metavar="FILE", action="append", default=[],
+                      help="take a vLLM fused-MoE config file (E=..,N=..,device_name=...json) into the tuned file of "
+                           "its card (or --out) for the model's grouped GEMMs; no tuning runs (repeatable)")
+    tune.add_argument("--export-vllm", metavar="DIR",
+                      help="write the model's tuned grouped-GEMM tiles as vLLM fused-MoE config files into DIR")
+    tune.add_argument("--from", dest="source", metavar="PATH",
+                      help="the tuned file --export-vllm reads (default: this device's file in the user directory)")
 
     bench = sub.add_parser("bench", help="time layers and kernel groups against PyTorch and the measured roofline")
     _add_model_args(bench)

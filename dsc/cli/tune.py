@@ -18,14 +18,14 @@ import sys
 
 import torch
 
-from dsc.cli import int_list, load_config, output_path
+from dsc.cli import int_list, load_config, output_path, write_atomic
 from dsc.cli.memory import check_working_memory, moe_working_bytes
 from dsc.codegen.backend import default_backend, get_backend
 from dsc.nn.graph_module import resolve_device, resolve_dtype
 from dsc.runtime import tuned
 from dsc.runtime.device import detect, library_versions, limits_for
 from dsc.runtime.tuned import TuningError
-from dsc.tune import search, workloads
+from dsc.tune import search, vllm_configs, workloads
 from dsc.runtime.timing import CudaTimer, WallTimer, last_level_cache_bytes
 
 QUICK = workloads.Buckets(batches=(1, 8, 64), contexts=(4096,), prefill=(2048,))
@@ -56,6 +56,10 @@ def _setup(args):
 
 def tune(args) -> int:
     cfg = load_config(args.model)
+    if args.import_vllm:
+        return _import_vllm(args, cfg)
+    if args.export_vllm:
+        return _export_vllm(args, cfg)
     backend, device, dtype, buckets = _setup(args)
     if args.max_trials is not None and args.max_trials < 1:
         raise TuningError(f"--max-trials must be at least 1, got {args.max_trials}")
@@ -109,6 +113,36 @@ def tune(args) -> int:
         print(f"interrupted: {path} keeps the {kept} configs finished so far; run again to go on")
         return 130
     print(f"{len(outcomes)} kernel launches tuned, {kept} configs in {path}")
+    return 0
+
+
+def _import_vllm(args, cfg) -> int:
+    """vLLM's files into the tuned file of the card each names (or --out)."""
+    for file in args.import_vllm:
+        meta = vllm_configs.parse_name(file)
+        path = output_path(args.out or tuned.file_for(meta.device), "out")
+        table = tuned.TunedTable.load(path) if os.path.isfile(path) else tuned.TunedTable(meta.device)
+        for line in vllm_configs.import_file(file, cfg, table):
+            print(line)
+        table.versions = {**table.versions, "imported": "vllm"}
+        table.save(path)
+        print(f"  wrote {path}")
+    tuned.forget()
+    return 0
+
+
+def _export_vllm(args, cfg) -> int:
+    """The model's tuned grouped-GEMM tiles as vLLM files."""
+    path = args.source or tuned.file_for(detect(resolve_device("cuda" if torch.cuda.is_available() else "cpu")).name)
+    if not os.path.isfile(path):
+        raise TuningError(f"no tuned file at {path} to export (--from names one)")
+    files = vllm_configs.export_files(tuned.TunedTable.load(path), cfg)
+    if not files:
+        raise TuningError(f"{path} holds no grouped-GEMM configs for {cfg.name}'s MoE")
+    for name, text in files.items():
+        out = os.path.join(args.export_vllm, name)
+        write_atomic(out, text)
+        print(f"wrote {out}")
     return 0
 
 

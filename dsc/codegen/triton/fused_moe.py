@@ -359,7 +359,7 @@ def fits(config: dict, shape, limits) -> bool:
 
 
 TUNING = Space("triton.grouped_gemm", {"BLOCK_M": (16, 32, 64, 128), "BLOCK_N": (32, 64, 128, 256),
-                                       "BLOCK_K": (32, 64, 128, 256), "GROUP_M": (1, 4, 16, 64),
+                                       "BLOCK_K": (32, 64, 128, 256), "GROUP_M": (1, 4, 16, 32, 64),
                                        "num_warps": (2, 4, 8), "num_stages": (2, 3, 4, 5)},
                bucketed=("M",), default=default_config, fits=fits, fixed=_fixed)
 
