@@ -59,7 +59,7 @@ def v3_launches(arch: str = "sm90", *, fp8: bool = True) -> list[tuple[str, list
                           tokens=(64, 4096), pipelines=("bf16", "fp8") if fp8 else ("bf16",), heads=(128, 16))
 
 
-_TILES = ("SPLITS", "SPLIT_K", "CHUNK", "SUB")  # tile-like constexprs not named BLOCK*
+_TILES = ("GROUP_M", "SPLIT_K", "CHUNK", "SUB")  # tile-like constexprs not named BLOCK*
 
 
 def _variant(constants: dict, num_warps: int, num_stages: int) -> str:
