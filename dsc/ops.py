@@ -280,7 +280,8 @@ def fused_moe(hidden_states: Tensor, w13: Tensor, w2: Tensor, topk_weights: Tens
     tensor cores on sm_89+; off for weight-only FP8 on A100). Returns [M, H] in
     hidden_states' dtype. Tokens are sorted by expert, run as grouped GEMMs with SiLU*up
     fused, and combined in a fixed order (deterministic). validate checks on the host that
-    every id names an expert (expert-parallel -1 ids are not supported). backend: whose
+    every id names an expert; with validate=False a slot whose id names none (expert
+    parallelism's -1, an expert another rank holds) adds nothing. backend: whose
     kernels run it, "triton" (the default) or "tvm" (llvm on a CPU).
     """
     _fused_moe_checks(hidden_states, w13, w2, topk_weights, topk_ids, w13_scale, w2_scale, block_size)

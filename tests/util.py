@@ -54,3 +54,10 @@ def run_clean(code_or_args, timeout: int = 600):
 
     args = ["-c", code_or_args] if isinstance(code_or_args, str) else list(code_or_args)
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=clean_env())
+
+
+def distinct_logits(g, tokens: int, experts: int) -> torch.Tensor:
+    """Router logits without ties: each row a shuffle of distinct values exact in every
+    dtype. vLLM's tests draw randn logits; in bf16 two experts (or two groups) then often
+    tie, and a tie may be broken either way by either router."""
+    return torch.stack([torch.randperm(experts, generator=g) for _ in range(tokens)]).float() * (4 / experts) - 2

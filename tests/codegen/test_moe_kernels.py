@@ -112,3 +112,30 @@ def test_triton_compiles_for_a100_and_h100(arch):
     jobs = fused_moe.signature("bf16") + fused_moe.signature("fp32")[1:] + router.signature(spec, 256, True)
     for (s, _, _), res in zip(jobs, compile_all(jobs, arch)):
         assert f".target sm_{arch}" in res["ptx"] and res["cubin_bytes"] > 0, s.name
+
+
+@pytest.mark.parametrize("backend", COMPILED_BACKENDS)
+def test_a_slot_of_no_expert_adds_nothing(backend):
+    """Expert parallelism's -1 ids (and ids of experts another rank holds, past E) hold no
+    row of the layout: the alignment skips them, the combine adds nothing for them, on
+    both backends, against plain PyTorch over the held slots only."""
+    from dsc import ops
+
+    g = torch.Generator().manual_seed(8)
+    tokens, experts, hidden, inter = 9, 4, 32, 16
+    x = torch.randn(tokens, hidden, generator=g)
+    w13 = torch.randn(experts, 2 * inter, hidden, generator=g) / hidden ** 0.5
+    w2 = torch.randn(experts, hidden, inter, generator=g) / inter ** 0.5
+    ids = torch.tensor([[0, -1], [3, 1], [-1, -1], [2, 7], [1, 0], [-1, 2], [3, 3 + 5], [0, 1], [2, -1]])
+    w = torch.rand(tokens, 2, generator=g)
+    out = ops.fused_moe(x, w13, w2, w, ids, validate=False, backend=backend)
+    want = torch.zeros(tokens, hidden)
+    for t in range(tokens):
+        for j in range(2):
+            e = int(ids[t, j])
+            if 0 <= e < experts:
+                h = torch.nn.functional.silu(x[t] @ w13[e, :inter].T) * (x[t] @ w13[e, inter:].T)
+                want[t] += w[t, j] * (h @ w2[e].T)
+    assert bool(torch.isfinite(out).all())
+    assert_close(out, want, F32_TOL, f"slots of no expert on {backend}")
+    assert bool((out[2] == 0).all())  # a token none of whose slots is held

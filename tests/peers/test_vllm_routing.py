@@ -11,7 +11,7 @@ import torch
 
 from dsc.compat.vllm import fused_topk, grouped_topk
 from dsc.errors import InputError
-from util import COMPILED_BACKENDS
+from util import COMPILED_BACKENDS, distinct_logits
 
 
 def reference_grouped_topk(gating, topk, renormalize, n_group, topk_group, scoring, scale, bias):
@@ -28,13 +28,6 @@ def reference_grouped_topk(gating, topk, renormalize, n_group, topk_group, scori
     if renormalize:
         weights = weights / weights.sum(-1, keepdim=True)
     return weights * scale, ids.to(torch.int32)
-
-
-def distinct_logits(g, tokens, experts):
-    """vLLM draws randn logits; in bf16 two experts (or two groups) then often tie, and a
-    tie may be broken either way by either router. Each row here is a shuffle of distinct
-    values exact in every dtype, so the choice is unique."""
-    return torch.stack([torch.randperm(experts, generator=g) for _ in range(tokens)]).float() * (4 / experts) - 2
 
 
 def in_id_order(weights, ids):

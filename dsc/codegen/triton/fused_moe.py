@@ -213,8 +213,8 @@ def moe_combine(y_ptr, inv_ptr, out_ptr, H, TOPK: tl.constexpr, BLOCK_H: tl.cons
     h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     acc = tl.zeros([BLOCK_H], tl.float32)
     for j in tl.static_range(TOPK):
-        row = tl.load(inv_ptr + t * TOPK + j).to(tl.int64)
-        acc += tl.load(y_ptr + row * H + h, mask=h < H, other=0.0).to(tl.float32)
+        row = tl.load(inv_ptr + t * TOPK + j).to(tl.int64)  # -1: a slot of no expert, not placed
+        acc += tl.load(y_ptr + row * H + h, mask=(h < H) & (row + h * 0 >= 0), other=0.0).to(tl.float32)
     tl.store(out_ptr + t * H + h, to_out(acc, out_ptr.dtype.element_ty), mask=h < H)
 '''
 
@@ -370,7 +370,7 @@ def combine(y: torch.Tensor, sorted_slots: torch.Tensor, ids: torch.Tensor, dtyp
     """Sum each token's K rows of y [rows, H] (sorted layout) into [N, H] in `dtype`."""
     tokens, topk = ids.shape
     rows, h = y.shape
-    inv = torch.empty(tokens * topk, dtype=torch.int32, device=y.device)
+    inv = torch.full((tokens * topk,), -1, dtype=torch.int32, device=y.device)  # (slots of no expert stay -1)
     if out is None:
         out = torch.empty(tokens, h, dtype=dtype, device=y.device)
     if tokens:

@@ -54,15 +54,17 @@ def define_align(experts: int, block: int, topk: int, id_dtype: str, target: str
                 out[r] = T.int32(n * topk)
             for e in range(experts):
                 counts[e] = 0
-            for slot in range(n * topk):
-                counts[ids[slot // topk, slot % topk]] = counts[ids[slot // topk, slot % topk]] + 1
+            for slot in range(n * topk):  # an id of no expert (expert parallelism's -1) is not placed
+                if 0 <= ids[slot // topk, slot % topk] and ids[slot // topk, slot % topk] < experts:
+                    counts[ids[slot // topk, slot % topk]] = counts[ids[slot // topk, slot % topk]] + 1
             cursor[0] = 0
             for e in range(experts - 1):  # each expert's first row: the padded runs before it
                 cursor[e + 1] = cursor[e] + (counts[e] + block - 1) // block * block
             for slot in range(n * topk):  # stable: slots of one expert keep their order
                 e = ids[slot // topk, slot % topk]
-                out[cursor[e]] = T.int32(slot)
-                cursor[e] = cursor[e] + 1
+                if 0 <= e and e < experts:
+                    out[cursor[e]] = T.int32(slot)
+                    cursor[e] = cursor[e] + 1
 
     return KernelDef(f"moe_align_e{experts}_b{block}_k{topk}_{id_dtype}", main)
 
@@ -260,6 +262,8 @@ def define_combine(topk: int, width: int, y_dt: str, out_dt: str, target: str = 
         inv = T.match_buffer(inv_h, (n_tok * topk,), "int32")
         out = T.match_buffer(o_h, (n_tok, width), out_dt)
         for _ in loops.one():
+            for s in range(n_tok * topk):  # a slot of no expert is held by no row
+                inv[s] = T.int32(-1)
             for r in range(rows):  # the sort's inverse: which row holds each slot
                 if T.int64(sorted_[r]) < n_tok * topk:
                     inv[sorted_[r]] = T.int32(r)
@@ -268,7 +272,8 @@ def define_combine(topk: int, width: int, y_dt: str, out_dt: str, target: str = 
                 acc = T.decl_buffer((1,), "float32", scope="local")
                 acc[0] = T.float32(0)
                 for j in range(topk):
-                    acc[0] = acc[0] + y[inv[t * topk + j], c].astype("float32")
+                    if inv[t * topk + j] >= 0:
+                        acc[0] = acc[0] + y[inv[t * topk + j], c].astype("float32")
                 out[t, c] = store_as(acc[0], out_dt)
 
     return KernelDef(f"moe_combine_{y_dt}_{out_dt}_k{topk}_w{width}", main)

@@ -84,7 +84,9 @@ class AppendConst(OpDef):
 
 @register
 class MoeAlign(OpDef):
-    """Slots sorted by expert, each expert's run padded to a multiple of block (int32)."""
+    """Slots sorted by expert, each expert's run padded to a multiple of block (int32). A
+    slot whose id names no expert (outside 0 .. experts - 1: expert parallelism's -1, an
+    expert another rank holds) is not placed, so it adds nothing downstream."""
 
     name = "moe_align"
     operands = ("ids",)
@@ -105,8 +107,10 @@ class MoeAlign(OpDef):
         block, sentinel = a["block"], n * k
         rows = n * k + a["experts"] * (block - 1)
         out = torch.full((rows,), sentinel, dtype=torch.int32, device=ids.device)
-        order = torch.argsort(flat, stable=True)  # slots of expert 0, then 1, ...
-        counts = torch.bincount(flat, minlength=a["experts"]).tolist()
+        held = (flat >= 0) & (flat < a["experts"])
+        # slots of expert 0, then 1, ...; those of no expert last, never placed
+        order = torch.argsort(torch.where(held, flat, a["experts"]), stable=True)
+        counts = torch.bincount(flat[held], minlength=a["experts"]).tolist()
         start, pos = 0, 0
         for c in counts:
             out[pos:pos + c] = order[start:start + c].to(torch.int32)

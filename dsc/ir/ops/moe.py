@@ -177,6 +177,8 @@ class MoeExperts(OpDef):
         x, ids, w, gate, up, down = args
         out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         for e in ids.unique().tolist():
+            if not 0 <= e < gate.shape[0]:  # a slot of no expert (expert parallelism's -1) adds nothing
+                continue
             tok, slot = torch.where(ids == e)
             h = x[tok]
             act = F.silu(F.linear(h, gate[e])) * F.linear(h, up[e])
