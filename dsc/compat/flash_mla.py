@@ -8,7 +8,7 @@ Both of FlashMLA's metadata conventions work:
 - its current one: get_mla_metadata() -> (FlashMLASchedMeta, None), filled at the first
   flash_mla_with_kvcache and checked against the shapes of later calls.
 Either way the metadata is dsc's decode schedule (DecodeSchedule): tile_scheduler_metadata
-is its item table ([items, 4] int32, where FlashMLA's is [num_sm_parts, 8]) and num_splits
+is its item table ([items, 3] int32, where FlashMLA's is [num_sm_parts, 8]) and num_splits
 the prefix sum of each row's share count ([batch + 1] int32, FlashMLA's meaning). Callers
 treat both as opaque; FlashMLA's own metadata is refused by its shape.
 
@@ -111,7 +111,7 @@ def _schedule_of(meta, num_splits, q, k_cache, cache_seqlens, causal: bool, fp8:
         return meta.schedule
     if not isinstance(meta, torch.Tensor) or not isinstance(num_splits, torch.Tensor):
         raise _fail("tile_scheduler_metadata and num_splits must come from dsc.compat.flash_mla.get_mla_metadata")
-    if meta.dtype != torch.int32 or meta.dim() != 2 or meta.shape[1] != 4 or meta.shape[0] < batch:
+    if meta.dtype != torch.int32 or meta.dim() != 2 or meta.shape[1] != 3 or meta.shape[0] < batch:
         raise _fail(f"tile_scheduler_metadata of shape {list(meta.shape)} ({meta.dtype}) was not made by "
                     "dsc.compat.flash_mla.get_mla_metadata for this batch (FlashMLA's own metadata has another layout)")
     if num_splits.dtype != torch.int32 or tuple(num_splits.shape) != (batch + 1,):

@@ -47,8 +47,8 @@ import triton.language as tl
 def mla_schedule(lens_ptr, len_offset, B, items_ptr, splits_ptr, P, ITEMS,
                  UNIT: tl.constexpr, OVERHEAD: tl.constexpr, BLOCK_B: tl.constexpr):
     """One program: the work items of decode_schedule, items[i] = (row, first block, end
-    block, 0) for each share of each row in row order, (-1, 0, 0, 0) past the last up to
-    ITEMS; splits = the prefix sum of each row's share count [B + 1]."""
+    block) for each share of each row in row order, (-1, 0, 0) past the last up to ITEMS;
+    splits = the prefix sum of each row's share count [B + 1]."""
     b = tl.arange(0, BLOCK_B)
     ok = b < B
     total = tl.load(lens_ptr + b, mask=ok, other=0) + len_offset
@@ -63,22 +63,16 @@ def mla_schedule(lens_ptr, len_offset, B, items_ptr, splits_ptr, P, ITEMS,
     tl.store(splits_ptr + 1 + b, ends, mask=ok)
     tl.store(splits_ptr + b, tl.zeros([BLOCK_B], tl.int32), mask=b == 0)
     base = ends - count
+    col = tl.arange(0, 4)[None, :]  # an item's three fields, one masked store per row
     for s in range(0, tl.max(count, 0)):
-        has = ok & (s < count)
         lo = tl.maximum(start, (first_cut + s) * payload) - start
         hi = tl.minimum(end, (first_cut + s + 1) * payload) - start
-        tl.store(items_ptr + (base + s) * 4, b, mask=has)
-        tl.store(items_ptr + (base + s) * 4 + 1, lo, mask=has)
-        tl.store(items_ptr + (base + s) * 4 + 2, hi, mask=has)
-        tl.store(items_ptr + (base + s) * 4 + 3, tl.zeros([BLOCK_B], tl.int32), mask=has)
-    used = tl.sum(count, 0)
-    for i0 in range(used, ITEMS, BLOCK_B):
+        fields = tl.where(col == 0, b[:, None], tl.where(col == 1, lo[:, None], hi[:, None]))
+        tl.store(items_ptr + (base + s)[:, None] * 3 + col, fields, mask=(ok & (s < count))[:, None] & (col < 3))
+    for i0 in range(tl.sum(count, 0), ITEMS, BLOCK_B):  # the spare items: row -1
         i = i0 + b
-        spare = i < ITEMS
-        tl.store(items_ptr + i * 4, tl.zeros([BLOCK_B], tl.int32) - 1, mask=spare)
-        tl.store(items_ptr + i * 4 + 1, tl.zeros([BLOCK_B], tl.int32), mask=spare)
-        tl.store(items_ptr + i * 4 + 2, tl.zeros([BLOCK_B], tl.int32), mask=spare)
-        tl.store(items_ptr + i * 4 + 3, tl.zeros([BLOCK_B], tl.int32), mask=spare)
+        tl.store(items_ptr + i[:, None] * 3 + col, tl.where(col == 0, -1, 0) + i[:, None] * 0,
+                 mask=(i < ITEMS)[:, None] & (col < 3))
 
 
 @triton.jit
@@ -89,7 +83,7 @@ def paged_mla_split(q_ptr, stride_qb, stride_qt, stride_qh, cache_ptr, table_ptr
                     CAUSAL: tl.constexpr, DOT_F32: tl.constexpr, FP8_KV: tl.constexpr = False,
                     GROUP: tl.constexpr = 128, ROW_BYTES: tl.constexpr = 0):
     item = tl.program_id(0)  # one share of one batch row (mla_schedule)
-    b = tl.load(items_ptr + item * 4)
+    b = tl.load(items_ptr + item * 3)
     if b < 0:  # past the schedule's last item
         return
     m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)  # query rows: (token, head) pairs
@@ -101,8 +95,8 @@ def paged_mla_split(q_ptr, stride_qb, stride_qt, stride_qh, cache_ptr, table_ptr
         seen = total - T + t  # the last position each query row sees
     else:
         seen = total - 1 + t * 0
-    start = tl.load(items_ptr + item * 4 + 1) * UNIT
-    stop = tl.minimum(tl.load(items_ptr + item * 4 + 2) * UNIT, total)
+    start = tl.load(items_ptr + item * 3 + 1) * UNIT
+    stop = tl.minimum(tl.load(items_ptr + item * 3 + 2) * UNIT, total)
     shares = tl.load(splits_ptr + b + 1) - tl.load(splits_ptr + b)  # 1: this item is all of row b
 
     dv = tl.arange(0, BLOCK_DV)
@@ -270,7 +264,7 @@ class DecodeSchedule:
     every ceil(total / parts) units, and each piece of a row between cuts is one item, one
     program: a long row is shared by several, a short one is one item, and no program
     holds more than one cut's worth, so the GPU's block scheduler balances the rest.
-    items [batch + parts - 1, 4] int32: (row, first block, end block, 0), row -1 past the
+    items [batch + parts - 1, 3] int32: (row, first block, end block), row -1 past the
     last item; splits [batch + 1] int32: the prefix sum of each row's share count (1: the
     row is written whole, no combine)."""
 
@@ -288,7 +282,7 @@ def decode_schedule(lengths: torch.Tensor, parts: int, len_offset: int = 0) -> D
     if parts < 1:
         raise InputError(f"a decode schedule needs at least one part, got {parts}")
     batch = lengths.shape[0]
-    out = DecodeSchedule(torch.empty(max(1, batch + parts - 1), 4, dtype=torch.int32, device=lengths.device),
+    out = DecodeSchedule(torch.empty(max(1, batch + parts - 1), 3, dtype=torch.int32, device=lengths.device),
                          torch.empty(batch + 1, dtype=torch.int32, device=lengths.device))
     if batch:
         load_kernel(SCHEDULE, lengths.device)[(1,)](

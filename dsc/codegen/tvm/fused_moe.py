@@ -55,8 +55,9 @@ def define_align(experts: int, block: int, topk: int, id_dtype: str, target: str
             for e in range(experts):
                 counts[e] = 0
             for slot in range(n * topk):  # an id of no expert (expert parallelism's -1) is not placed
-                if 0 <= ids[slot // topk, slot % topk] and ids[slot // topk, slot % topk] < experts:
-                    counts[ids[slot // topk, slot % topk]] = counts[ids[slot // topk, slot % topk]] + 1
+                e = ids[slot // topk, slot % topk]
+                if 0 <= e and e < experts:
+                    counts[e] = counts[e] + 1
             cursor[0] = 0
             for e in range(experts - 1):  # each expert's first row: the padded runs before it
                 cursor[e + 1] = cursor[e] + (counts[e] + block - 1) // block * block
